@@ -8,11 +8,12 @@ removed, and the rest is written as *canonical JSON*:
 * integers in plain decimal (``-`` for negatives, no leading zeros, no exponent);
   numbers with a fraction or exponent are not allowed;
 * ``true``, ``false``, ``null`` as themselves;
-* strings in double quotes with ``"`` written ``\\"`` and ``\\`` written ``\\\\``; the control
-  characters U+0008, U+0009, U+000A, U+000C, U+000D written ``\\b \\t \\n \\f \\r``; every other
-  character below U+0020 and every character above U+007E written ``\\u`` with four lowercase
-  hex digits (characters beyond U+FFFF as a UTF-16 surrogate pair); U+007F and everything else
-  written as itself.
+* strings in double quotes: the printable ASCII characters U+0020..U+007E written as
+  themselves, except ``"`` written ``\\"`` and ``\\`` written ``\\\\`` (``/`` is not escaped);
+  U+0008, U+0009, U+000A, U+000C, U+000D written ``\\b \\t \\n \\f \\r``; every other
+  character (the rest of U+0000..U+001F, U+007F, and everything above it) written ``\\u`` with
+  four lowercase hex digits, characters beyond U+FFFF as a UTF-16 surrogate pair
+  (U+1F600 is ``\\ud83d\\ude00``).
 
 The result is pure ASCII; a signature is HMAC-SHA256 over a domain prefix followed by it.
 """
@@ -41,11 +42,15 @@ def _check(value: Any, path: str) -> None:
 def canonical_json(value: Any) -> bytes:
     """Return the canonical encoding of a JSON value (dicts, lists, str, int, bool, None).
 
-    Raises :class:`RemoteProtocolError` (``invalid_field``) if it holds a float.
+    Raises :class:`RemoteProtocolError`: ``invalid_field`` if it holds a float,
+    ``malformed_json`` if it nests too deeply to encode.
     """
-    _check(value, "")
-    text = json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-    # json.dumps writes DEL as itself already; non-ASCII is escaped lowercase.
+    try:
+        _check(value, "")
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
+    except RecursionError:
+        raise RemoteProtocolError("value nested too deeply", code="malformed_json") from None
+    # ensure_ascii escapes exactly what is listed above, with lowercase hex digits.
     return text.encode("ascii")

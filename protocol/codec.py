@@ -1,9 +1,13 @@
 """Bytes to messages and back: JSON on the wire, typed dataclasses in memory.
 
 ``decode_*`` never lets anything but :class:`~protocol.errors.RemoteProtocolError` escape: too
-large payloads, invalid UTF-8, malformed or duplicate-keyed JSON, NaN, nesting deep enough to
-exhaust the parser, an unknown ``type`` or ``v``, a missing or mistyped field all become one,
+large payloads, invalid UTF-8, malformed or duplicate-keyed JSON, NaN, nesting deeper than
+:data:`MAX_NESTING`, an unknown ``type`` or ``v``, a missing or mistyped field all become one,
 with a stable ``code`` and the path of the field at fault. Unknown fields are ignored.
+
+:func:`decode_uplink` adds the checks a controller makes on what arrives on a locker's topic: the
+message type belongs on that channel and the ``locker_id`` inside is the one in the topic (the
+broker's access control vouches for the topic, not for the payload).
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ from protocol.messages import (
     DeviceMessage,
     Message,
 )
+from protocol.topics import CHANNEL_OF_TYPE, UPLINK, TopicLayout
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 """No message may be larger than this, on MQTT or in a serial frame."""
+
+MAX_NESTING = 32
+"""Deepest nesting of arrays and objects a payload may have (protocol messages use 4)."""
 
 ALL_MESSAGES: dict[str, type[Any]] = {**DEVICE_MESSAGES, **CONTROLLER_MESSAGES}
 
@@ -69,7 +77,30 @@ def parse_json(payload: bytes) -> dict[str, Any]:
         raise RemoteProtocolError("JSON nested too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise RemoteProtocolError("payload must be a JSON object", code="not_an_object")
+    if _nesting(data) > MAX_NESTING:
+        raise RemoteProtocolError(
+            f"JSON nested deeper than {MAX_NESTING} levels", code="malformed_json"
+        )
     return data
+
+
+def _nesting(value: Any) -> int:
+    """Return how deeply arrays and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def message_from_object(data: Mapping[str, Any], accept: Mapping[str, type[M]]) -> M:
@@ -82,7 +113,13 @@ def message_from_object(data: Mapping[str, Any], accept: Mapping[str, type[M]]) 
     version = data.get("v")
     if version is None:
         raise RemoteProtocolError("required field is missing", code="missing_field", path="v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int:
+        raise RemoteProtocolError(
+            f"protocol version must be an integer, got {version!r:.20}",
+            code="invalid_field",
+            path="v",
+        )
+    if version != PROTOCOL_VERSION:
         raise RemoteProtocolError(
             f"protocol version {version!r:.20} is not supported "
             f"(this end speaks {PROTOCOL_VERSION})",
@@ -129,6 +166,35 @@ def decode_controller_message(payload: bytes) -> ControllerMessage:
 def decode_any(payload: bytes) -> Message:
     """Decode any message of the protocol (for tools that watch both directions)."""
     return decode(payload, ALL_MESSAGES)  # type: ignore[no-any-return]
+
+
+def decode_uplink(layout: TopicLayout, topic: str, payload: bytes) -> DeviceMessage:
+    """Decode what arrived on a locker's uplink ``topic``, as a controller must.
+
+    Returns the message. Raises :class:`RemoteProtocolError`: ``invalid_topic`` for a topic
+    that is not a locker's; ``topic_mismatch`` for a downlink channel, a message type that
+    belongs on another channel, or a ``locker_id`` other than the topic's; and every error of
+    :func:`decode_device_message`.
+    """
+    locker_id, channel = layout.parse(topic)
+    if channel not in UPLINK:
+        raise RemoteProtocolError(
+            f"{channel.value} is not a channel lockers publish on", code="topic_mismatch"
+        )
+    message = decode_device_message(payload)
+    if CHANNEL_OF_TYPE[message.TYPE] is not channel:
+        raise RemoteProtocolError(
+            f"a {message.TYPE} message does not belong on the {channel.value} channel",
+            code="topic_mismatch",
+            path="type",
+        )
+    if message.locker_id != locker_id:
+        raise RemoteProtocolError(
+            f"locker_id {message.locker_id!r} differs from the topic's {locker_id!r}",
+            code="topic_mismatch",
+            path="locker_id",
+        )
+    return message
 
 
 def message_to_object(message: Message) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes that do not follow the contract.
 
     Codes: ``too_large``, ``malformed_json``, ``not_an_object``, ``unsupported_version``,
-    ``unknown_type``, ``missing_field``, ``invalid_field``, ``topic_mismatch``.
+    ``unknown_type``, ``missing_field``, ``invalid_field``, ``invalid_topic``,
+    ``topic_mismatch``.
     """
 
     code = "malformed"

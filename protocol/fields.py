@@ -6,11 +6,12 @@ annotations this module does three things, so they can never disagree:
 
 * :func:`from_wire` turns a decoded JSON value into a typed value, raising
   :class:`~protocol.errors.RemoteProtocolError` with the path of the first bad field;
-* :func:`to_wire` turns a typed value back into JSON-ready values (``None`` fields omitted);
+* :func:`to_wire` turns a typed value back into JSON-ready values (optional fields that are
+  ``None`` omitted);
 * :func:`json_schema` describes the same type as a JSON Schema (draft 2020-12).
 
-Unknown object keys are ignored (forward compatibility); missing required keys, wrong types and
-violated constraints are errors. Floating-point numbers never appear on the wire: every quantity
+Unknown object keys are ignored (forward compatibility); missing required keys, wrong types,
+violated constraints and strings holding lone surrogates (which have no UTF-8 form) are errors. Floating-point numbers never appear on the wire: every quantity
 is an integer in a stated unit (milliseconds, tenths of a degree, dBm).
 
 Supported annotations: ``int``, ``str``, ``bool``, ``StrEnum`` subclasses, ``X | None``,
@@ -295,6 +296,11 @@ def _integer(value: Any, path: str) -> Any:
 def _string(value: Any, path: str) -> Any:
     if not isinstance(value, str):
         raise _fail(path, "invalid_field", f"expected a string, got {_describe(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Only a lone UTF-16 surrogate (``"\\ud800"`` in JSON) gets here: it has no UTF-8 form.
+        raise _fail(path, "invalid_field", "string holds a lone surrogate") from None
     return value
 
 
@@ -342,11 +348,18 @@ def _constraint(meta: Any) -> Callable[[Any, str], None] | None:
 
 
 def to_wire(instance: object) -> dict[str, Any]:
-    """Return the JSON-ready dict of a dataclass instance; ``None`` fields are left out."""
+    """Return the JSON-ready dict of a dataclass instance.
+
+    A ``None`` field is left out when the field has a default (it is optional), and written as
+    ``null`` when it has none (it is required but nullable, such as a result's ``command_id``),
+    so that :func:`from_wire` reads back what was written.
+    """
     out: dict[str, Any] = {}
     for field in dataclasses.fields(instance):  # type: ignore[arg-type]
         value = getattr(instance, field.name)
         if value is None:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                out[field.name] = None
             continue
         out[field.name] = _value_to_wire(value)
     return out
@@ -416,7 +429,8 @@ def _value_schema(annotation: Any) -> dict[str, Any]:
             if isinstance(m, Range):
                 target["minimum"], target["maximum"] = m.minimum, m.maximum
             elif isinstance(m, Pattern):
-                target["pattern"] = m.regex
+                # JSON Schema patterns search; the codec matches in full, so anchor them.
+                target["pattern"] = f"^(?:{m.regex})$"
             elif isinstance(m, MaxLength):
                 target["maxItems" if target.get("type") == "array" else "maxLength"] = m.limit
             elif isinstance(m, Doc):

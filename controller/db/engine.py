@@ -1,0 +1,82 @@
+"""Engines from the plain URLs users write.
+
+``sqlite:///path.db`` becomes ``sqlite+aiosqlite``, ``postgresql://`` (or ``postgres://``)
+becomes ``postgresql+asyncpg``. SQLite connections get WAL journaling, ``synchronous=FULL``
+(NORMAL is not durable across a power cut; FULL costs nothing measurable once writes are
+batched), foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` so concurrent writers queue
+for the lock instead of failing. A ``?schema=NAME`` query parameter on a
+PostgreSQL URL sets the ``search_path`` (the test suite isolates itself that way).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from controller.db.session import Database
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL is not one lockerfleet can use."""
+
+
+def async_url(url: str) -> tuple[URL, dict[str, Any]]:
+    """Return the SQLAlchemy async URL for a user's URL, and extra connect arguments.
+
+    Raises :class:`DatabaseUrlError` with a message fit for the user.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    connect_args: dict[str, Any] = {}
+    if scheme == "sqlite":
+        return make_url("sqlite+aiosqlite" + url[len(parts.scheme) :]), connect_args
+    if scheme in ("postgresql", "postgres"):
+        query = dict(parse_qsl(parts.query))
+        schema = query.pop("schema", None)
+        if schema:
+            connect_args["server_settings"] = {"search_path": schema}
+        rebuilt = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))
+        return make_url(rebuilt), connect_args
+    raise DatabaseUrlError(
+        f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook decide how transactions start (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock at BEGIN: a deferred transaction that later writes fails at once with
+    # SQLITE_BUSY when another connection wrote meanwhile; an immediate one waits its turn.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Return an async engine for a user's database URL."""
+    sa_url, connect_args = async_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
+    if sa_url.get_backend_name() == "postgresql":
+        kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(sa_url, **kwargs)
+    if sa_url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+def open_database(url: str, *, echo: bool = False) -> Database:
+    """Return a :class:`Database` (engine + session factory) for a user's URL."""
+    engine = create_engine(url, echo=echo)
+    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))

@@ -1,0 +1,95 @@
+"""One settings object, from ``LOCKERFLEET_*`` environment variables and CLI flags.
+
+Users give plain URLs (``sqlite:///lockerfleet.db``, ``postgresql://user@host/db``,
+``mqtt://user:pass@host:port``); the async drivers are chosen in :mod:`controller.db.engine`.
+Nothing is built at import time: call :func:`load_settings`. Outside the demo, a missing or
+weak ``LOCKERFLEET_SECRET_KEY`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.topics import DEFAULT_ROOT
+from protocol.urls import parse_broker_url
+
+WEAK_SECRETS = {"", "changeme", "secret", "password", "lockerfleet", "demo"}
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"[:64].replace(" ", "-")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCKERFLEET_", extra="ignore")
+
+    environment: Literal["production", "development", "demo", "test"] = "production"
+    database_url: str = "sqlite:///lockerfleet.db"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    topic_root: str = DEFAULT_ROOT
+    secret_key: SecretStr | None = None
+    instance_id: str = Field(default_factory=_default_instance, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    share_group: str | None = "lockerfleet"
+    """Shared-subscription group for replicas; empty or None to subscribe plainly."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    storage_window_hours: float = 72.0
+    open_command_ttl_s: int = 120
+    sync_command_ttl_s: int = 600
+    command_retry_initial_s: float = 2.0
+    command_retry_max_s: float = 30.0
+    ingest_batch_size: int = 1000
+    ingest_batch_wait_ms: int = 20
+    code_lockout_attempts: int = 5
+    code_lockout_base_s: int = 60
+    code_lockout_max_s: int = 3600
+    sms_sender: Literal["log", "file"] = "log"
+    sms_file: str = "sms-outbox.log"
+    background_interval_s: float = 1.0
+
+    @field_validator("share_group")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _valid_mqtt_url(cls, value: str) -> str:
+        parse_broker_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment in ("demo", "test"):
+            return self
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if secret.lower() in WEAK_SECRETS or len(secret) < 32:
+            raise ValueError(
+                "LOCKERFLEET_SECRET_KEY must be set to at least 32 random characters "
+                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); "
+                "it derives every locker key and token hash"
+            )
+        return self
+
+    @property
+    def master_secret(self) -> bytes:
+        if self.secret_key is None:
+            if self.environment not in ("demo", "test"):
+                raise RuntimeError("no secret key configured")
+            return b"lockerfleet-demo-secret-not-for-production"
+        return self.secret_key.get_secret_value().encode("utf-8")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Return settings from the environment, with CLI flags (``overrides``) taking precedence.
+
+    Raises pydantic's ``ValidationError`` with a readable message for bad values.
+    """
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
