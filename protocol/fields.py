@@ -11,8 +11,9 @@ annotations this module does three things, so they can never disagree:
 * :func:`json_schema` describes the same type as a JSON Schema (draft 2020-12).
 
 Unknown object keys are ignored (forward compatibility); missing required keys, wrong types,
-violated constraints and strings holding lone surrogates (which have no UTF-8 form) are errors. Floating-point numbers never appear on the wire: every quantity
-is an integer in a stated unit (milliseconds, tenths of a degree, dBm).
+violated constraints and strings holding lone surrogates (which have no UTF-8 form) are
+errors. Floating-point numbers never appear on the wire: every quantity is an integer in a
+stated unit (milliseconds, tenths of a degree, dBm).
 
 Supported annotations: ``int``, ``str``, ``bool``, ``StrEnum`` subclasses, ``X | None``,
 ``tuple[X, ...]``, nested dataclasses, ``Annotated`` with the constraints below, and
@@ -358,11 +359,15 @@ def to_wire(instance: object) -> dict[str, Any]:
     for field in dataclasses.fields(instance):  # type: ignore[arg-type]
         value = getattr(instance, field.name)
         if value is None:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            if _required(field):
                 out[field.name] = None
             continue
         out[field.name] = _value_to_wire(value)
     return out
+
+
+def _required(field: dataclasses.Field[Any]) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def _value_to_wire(value: Any) -> Any:
