@@ -10,10 +10,14 @@ canonical JSON of the message without its ``sig`` (:mod:`protocol.canonical`). T
 2. it has a signature (``unsigned``), and the signature is right (``bad_signature``);
 3. its fields are valid (``unknown_action``, ``malformed``);
 4. it is addressed to this locker (``wrong_locker``);
-5. ``expires_at - issued_at`` is at most one hour (``lifetime_too_long``), it has not expired
+5. it is not a repeat of a command already taken: a command whose ``command_id`` the window
+   remembers is ignored *silently* (no result at all; the result of the first copy is still in
+   the locker's buffer until acknowledged), so a QoS 1 redelivery never runs twice and never
+   draws a ``replayed`` refusal;
+6. ``expires_at - issued_at`` is at most one hour (``lifetime_too_long``), it has not expired
    (``expired``) and was not issued more than :data:`CLOCK_TOLERANCE_MS` in the future by the
    locker's clock (``not_yet_valid``);
-6. its counter is fresh (``replayed``, ``counter_too_old``; see :class:`ReplayWindow`).
+7. its counter is fresh (``replayed``, ``counter_too_old``; see :class:`ReplayWindow`).
 
 The signature is checked before anything that depends on the content, so an unauthenticated
 sender learns nothing but ``unsigned`` or ``bad_signature``.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from protocol.canonical import canonical_json
@@ -87,12 +91,21 @@ class ReplayWindow:
     ``highest`` is fresh; one inside the window is fresh unless its bit is set (``replayed``);
     one below the window is refused (``counter_too_old``). This tolerates commands that arrive
     out of order (retries, several controller replicas) without ever accepting one twice.
-    Both numbers must survive reboots (non-volatile memory).
+
+    ``recent`` maps the ``command_id`` of each accepted command whose counter is still inside
+    the window to that counter, so that a second copy of a command is recognised as a repeat
+    (:meth:`is_repeat`) and ignored rather than refused. All three must survive reboots
+    (non-volatile memory).
     """
 
     SIZE: ClassVar[int] = 64
     highest: int = 0
     seen: int = 0
+    recent: dict[str, int] = field(default_factory=dict)
+
+    def is_repeat(self, command_id: str) -> bool:
+        """Return whether a command with this id was accepted and is still remembered."""
+        return command_id in self.recent
 
     def check(self, counter: int) -> RefusalReason | None:
         """Return why ``counter`` must be refused, or ``None`` if it is fresh."""
@@ -105,33 +118,50 @@ class ReplayWindow:
             return RefusalReason.REPLAYED
         return None
 
-    def accept(self, counter: int) -> None:
-        """Record ``counter`` as used. Call only after :meth:`check` returned ``None``."""
+    def accept(self, counter: int, command_id: str | None = None) -> None:
+        """Record ``counter`` (and the command's id) as used.
+
+        Call only after :meth:`check` returned ``None``. Ids whose counters fall out of the
+        window are forgotten: a copy of such a command is refused as ``counter_too_old``.
+        """
         if counter > self.highest:
             shift = counter - self.highest
             self.seen = (
                 ((self.seen << shift) | 1) & ((1 << self.SIZE) - 1) if shift < self.SIZE else 1
             )
             self.highest = counter
+            oldest = self.highest - self.SIZE
+            self.recent = {cid: c for cid, c in self.recent.items() if c > oldest}
         else:
             self.seen |= 1 << (self.highest - counter)
+        if command_id is not None:
+            self.recent[command_id] = counter
 
 
 @dataclass(frozen=True, slots=True)
 class CommandCheck:
-    """The verdict on a received command.
+    """The verdict on a received command, one of three:
 
-    ``command`` is set when it passed the checks through the field validation; ``reason`` is set
-    when it must be refused. ``command_id`` is whatever id could be read, for the result.
+    * ``accepted``: execute ``command`` and send its result;
+    * ``repeat``: a copy of a command already taken; do nothing and send nothing;
+    * otherwise refused: send a ``refused`` result with ``reason``.
+
+    ``command`` is set when it passed the checks through the field validation. ``command_id``
+    is whatever id could be read, for the result.
     """
 
     command_id: str | None
     command: Command | None = None
     reason: RefusalReason | None = None
+    repeat: bool = False
 
     @property
     def accepted(self) -> bool:
-        return self.reason is None and self.command is not None
+        return self.reason is None and self.command is not None and not self.repeat
+
+    @property
+    def refused(self) -> bool:
+        return self.reason is not None
 
 
 def _readable_id(obj: dict[str, Any]) -> str | None:
@@ -151,16 +181,18 @@ def check_command(
 ) -> CommandCheck:
     """Run the locker's checks on a received command; never raises.
 
-    On acceptance the counter is recorded in ``window``; on refusal ``window`` is unchanged.
+    On acceptance the counter and id are recorded in ``window``; on refusal or a repeat
+    ``window`` is unchanged.
     """
     try:
         obj = parse_json(payload) if isinstance(payload, bytes) else payload
     except RemoteProtocolError:
         return CommandCheck(None, reason=RefusalReason.MALFORMED)
     command_id = _readable_id(obj)
-    if obj.get("v") != PROTOCOL_VERSION:
+    version = obj.get("v")
+    if type(version) is int and version != PROTOCOL_VERSION:
         return CommandCheck(command_id, reason=RefusalReason.UNSUPPORTED_VERSION)
-    if obj.get("type") != Command.TYPE:
+    if type(version) is not int or obj.get("type") != Command.TYPE:
         return CommandCheck(command_id, reason=RefusalReason.MALFORMED)
     if not obj.get("sig"):
         return CommandCheck(command_id, reason=RefusalReason.UNSIGNED)
@@ -172,17 +204,22 @@ def check_command(
         unknown_action = exc.path == "action" or (exc.path == "args" and "no body" in exc.message)
         reason = RefusalReason.UNKNOWN_ACTION if unknown_action else RefusalReason.MALFORMED
         return CommandCheck(command_id, reason=reason)
+    if command.locker_id != locker_id:
+        return CommandCheck(command.command_id, command, RefusalReason.WRONG_LOCKER)
+    if window.is_repeat(command.command_id):
+        return CommandCheck(command.command_id, command, repeat=True)
     verdict = freshness(command, locker_id=locker_id, now_ms=now_ms, window=window)
     if verdict is not None:
         return CommandCheck(command.command_id, command, verdict)
-    window.accept(command.counter)
+    window.accept(command.counter, command.command_id)
     return CommandCheck(command.command_id, command)
 
 
 def freshness(
     command: Command, *, locker_id: str, now_ms: int, window: ReplayWindow
 ) -> RefusalReason | None:
-    """Return why an authentic ``command`` must still be refused (checks 4-6), or ``None``."""
+    """Return why an authentic ``command`` must still be refused (checks 4, 6 and 7), or
+    ``None``. (The repeat rule, check 5, needs the id memory: see :func:`check_command`.)"""
     if command.locker_id != locker_id:
         return RefusalReason.WRONG_LOCKER
     if command.expires_at - command.issued_at > MAX_COMMAND_LIFETIME_MS:
