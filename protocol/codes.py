@@ -16,6 +16,11 @@ The cache has an integer ``version`` set by the controller. Two ways to change i
   pages still missing, and its birth carries the staging, so after a lost link the controller
   resends only the missing pages: a partial sync is resumed, not restarted.
 
+Versions only go up. A full-sync page for the version the cache already has is a late copy and
+changes nothing (``applied``); one for an older version is refused with
+``cache_version_mismatch``, so a delayed page can never roll the cache back and revive codes
+that were used or withdrawn since.
+
 Entries whose ``expires_at`` has passed (by the locker's clock) no longer match, and an entry is
 removed as soon as its code is used, online or offline.
 """
@@ -24,10 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from protocol.codec import MAX_PAYLOAD_BYTES
+from protocol.fields import to_wire
 from protocol.messages import (
     MAX_CODES_PER_PAGE,
     CodeEntry,
@@ -40,6 +48,9 @@ from protocol.messages import (
 
 CODE_DOMAIN = b"lockerfleet/v1/code\n"
 CODE_DIGITS = 6
+MAX_PAGE_ENTRY_BYTES = MAX_PAYLOAD_BYTES - 1024
+"""Most bytes the entries of one sync page may take as JSON; the other 1 KiB is room for the
+command around them (its longest possible envelope and arguments take under 600 bytes)."""
 _CODE = re.compile(r"[0-9]{6}")
 
 
@@ -88,6 +99,13 @@ class CodeCache:
         """Forget a code once it has been used."""
         self.entries.pop(hashed, None)
 
+    def purge_expired(self, now_ms: int) -> int:
+        """Forget every entry whose ``expires_at`` has passed; return how many were dropped."""
+        expired = [h for h, e in self.entries.items() if e.expires_at < now_ms]
+        for hashed in expired:
+            del self.entries[hashed]
+        return len(expired)
+
     def staging(self) -> CodeStaging | None:
         """Return the partly received full sync, for the birth message."""
         if self.staging_version is None:
@@ -111,7 +129,9 @@ class CodeCache:
         return SyncVerdict(Outcome.APPLIED, None, self.version)
 
     def _apply_full_page(self, sync: SyncCodes) -> SyncVerdict:
-        if sync.to_version == self.version and self.staging_version is None:
+        if sync.to_version < self.version:
+            return SyncVerdict(None, RefusalReason.CACHE_VERSION_MISMATCH, self.version)
+        if sync.to_version == self.version:
             return SyncVerdict(Outcome.APPLIED, None, self.version)  # a late duplicate page
         if self.staging_version != sync.to_version or self.staging_pages != sync.pages:
             self.staging_version, self.staging_pages, self.staged = sync.to_version, sync.pages, {}
@@ -129,13 +149,35 @@ class CodeCache:
         return SyncVerdict(Outcome.APPLIED, None, self.version)
 
 
+def entry_bytes(entry: CodeEntry) -> int:
+    """Return how many bytes ``entry`` takes in a page's ``add`` array (its comma included)."""
+    text = json.dumps(to_wire(entry), ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8")) + 1
+
+
 def full_sync_pages(
     entries: Sequence[CodeEntry], to_version: int, page_size: int = MAX_CODES_PER_PAGE
 ) -> list[SyncCodes]:
-    """Return the pages of a full sync of ``entries`` to ``to_version`` (at least one page)."""
+    """Return the pages of a full sync of ``entries`` to ``to_version`` (at least one page).
+
+    A page holds at most ``page_size`` entries and at most :data:`MAX_PAGE_ENTRY_BYTES` of
+    them, so every page's command fits in one message. Raises :class:`ValueError` for a
+    ``page_size`` outside 1..100.
+    """
     if not 1 <= page_size <= MAX_CODES_PER_PAGE:
         raise ValueError(f"page_size must be 1..{MAX_CODES_PER_PAGE}")
-    chunks = [tuple(entries[i : i + page_size]) for i in range(0, len(entries), page_size)] or [()]
+    chunks: list[tuple[CodeEntry, ...]] = []
+    chunk: list[CodeEntry] = []
+    used = 0
+    for entry in entries:
+        size = entry_bytes(entry)
+        if chunk and (len(chunk) == page_size or used + size > MAX_PAGE_ENTRY_BYTES):
+            chunks.append(tuple(chunk))
+            chunk, used = [], 0
+        chunk.append(entry)
+        used += size
+    if chunk or not chunks:
+        chunks.append(tuple(chunk))
     return [
         SyncCodes(SyncMode.FULL, to_version, page=n, pages=len(chunks), add=chunk)
         for n, chunk in enumerate(chunks, start=1)
