@@ -14,9 +14,10 @@ Ethernet and PNG: reflected polynomial 0xEDB88320, initial value and final XOR 0
 ``"123456789"`` gives ``0xCBF43926``), sent most significant byte first.
 
 :class:`FrameDecoder` takes bytes in any chunking and returns whole payloads. It never raises on
-what it receives: garbage, a bad COBS code, a CRC mismatch or an over-long run without a
-delimiter are skipped, counted in :class:`FrameStats`, and decoding resumes at the next zero
-byte. Empty frames (two zeros in a row, as between two frames) are ignored.
+what it receives: garbage, a bad COBS code, a CRC mismatch, a payload over 16 KiB or an
+over-long run without a delimiter are skipped, counted in :class:`FrameStats`, and decoding
+resumes at the next zero byte. Empty frames (two zeros in a row, as between two frames) are
+ignored.
 """
 
 from __future__ import annotations
@@ -93,7 +94,13 @@ def encode_frame(payload: bytes) -> bytes:
 
 @dataclass
 class FrameStats:
-    """What a decoder accepted and what it dropped, for the link-health report."""
+    """What a decoder accepted and what it dropped, for the link-health report.
+
+    ``frames`` counts payloads returned; each other counter counts runs (the bytes between two
+    delimiters) dropped for that reason: ``bad_cobs``, ``bad_crc``, ``too_short`` (nothing
+    but a CRC, or less), ``oversize`` (a run longer than the longest valid frame, or a payload
+    over 16 KiB). ``bytes_dropped`` counts the bytes of all dropped runs, delimiters excluded.
+    """
 
     frames: int = 0
     bad_cobs: int = 0
@@ -154,16 +161,20 @@ class FrameDecoder:
         decoded = cobs_decode(raw)
         if decoded is None:
             self.stats.bad_cobs += 1
-            self.stats.bytes_dropped += len(raw) + 1
+            self.stats.bytes_dropped += len(raw)
             return None
         if len(decoded) <= CRC_BYTES:
             self.stats.too_short += 1
-            self.stats.bytes_dropped += len(raw) + 1
+            self.stats.bytes_dropped += len(raw)
             return None
         payload, received = decoded[:-CRC_BYTES], decoded[-CRC_BYTES:]
         if crc32(payload).to_bytes(CRC_BYTES, "big") != received:
             self.stats.bad_crc += 1
-            self.stats.bytes_dropped += len(raw) + 1
+            self.stats.bytes_dropped += len(raw)
+            return None
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            self.stats.oversize += 1
+            self.stats.bytes_dropped += len(raw)
             return None
         self.stats.frames += 1
         return payload
