@@ -28,6 +28,7 @@ from protocol.fields import Pattern
 DEFAULT_ROOT = "lf/v1"
 _LOCKER_ID = Pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _ROOT_SEGMENT = Pattern(r"[A-Za-z0-9_.-]{1,64}")
+_INSTANCE = Pattern(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Channel(enum.StrEnum):
@@ -95,7 +96,14 @@ class TopicLayout:
         return f"{self.root}/locker/+/{channel.value}"
 
     def controller_presence(self, instance: str) -> str:
+        """Return the presence topic of controller ``instance``."""
+        if not _INSTANCE.compiled.fullmatch(instance):
+            raise ValueError(f"invalid controller instance {instance!r}")
         return f"{self.root}/controller/{instance}/presence"
+
+    def all_controllers(self) -> str:
+        """Return the wildcard filter of every controller instance's presence."""
+        return f"{self.root}/controller/+/presence"
 
     def parse(self, topic: str) -> tuple[str, Channel]:
         """Return ``(locker_id, channel)`` of a locker topic.
