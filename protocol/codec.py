@@ -127,9 +127,11 @@ def message_from_object(data: Mapping[str, Any], accept: Mapping[str, type[M]]) 
             path="v",
         )
     kind = data.get("type")
+    if kind is None:
+        raise RemoteProtocolError("required field is missing", code="missing_field", path="type")
     if not isinstance(kind, str):
         raise RemoteProtocolError(
-            "required string field is missing", code="missing_field", path="type"
+            f"message type must be a string, got {kind!r:.20}", code="invalid_field", path="type"
         )
     cls = accept.get(kind)
     if cls is None:
