@@ -1,0 +1,330 @@
+"""The firmware's view of its compartments: door machines, sensor supervision, door timers.
+
+For every compartment the firmware keeps a :class:`CompartmentFirmware`: the phase of the door
+machine (:mod:`firmware_sim.door`, the one table), the timer of that phase, what released the
+lock (a command or a pickup code), the last good occupancy reading and the health of its
+sensors. :class:`Doors` feeds sensor changes and timer expiries through the table and carries
+out each transition's effect: events into the uplink, deferred command results, notices to
+whoever watches the locker (the simulated people).
+
+Sensors are supervised: a stuck door or occupancy sensor is flagged by its self-test at once
+(``sensor_fault``); while it is faulty its readings are ignored, and on recovery
+(``sensor_recovered``) the firmware re-reads it and reports what changed meanwhile. A
+compartment whose door sensor is faulty, or whose bolt jammed, is out of service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware_sim.cabinet import Cabinet, CompartmentHardware
+from firmware_sim.door import LOCK_ACTUATION_MS, DoorEffect, DoorInput, DoorPhase, door_step
+from firmware_sim.settings import Settings
+from firmware_sim.store import NonVolatile, NvStore
+from firmware_sim.uplink import Uplink
+from protocol.messages import (
+    CompartmentState,
+    DoorCause,
+    DoorClosed,
+    DoorForced,
+    DoorJammed,
+    DoorLeftOpen,
+    DoorOpened,
+    DoorState,
+    LockState,
+    OccupancyChanged,
+    OpenPurpose,
+    Outcome,
+    ResultStatus,
+    Sensor,
+    SensorFault,
+    SensorRecovered,
+    TemperatureExcursion,
+    TemperatureRestored,
+)
+
+TEMPERATURE_HYSTERESIS = 5
+"""Tenths of a degree inside the limits a temperature must be back within to be 'restored'."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """Why a lock is being released."""
+
+    cause: DoorCause
+    command_id: str | None = None
+    purpose: OpenPurpose | None = None
+    code_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Notice to observers: the lock of ``compartment`` is released and the door can be opened."""
+
+    locker_id: str
+    compartment: str
+    request: ReleaseRequest
+    at_ms: int
+
+
+@dataclass(slots=True)
+class CompartmentFirmware:
+    """What the firmware knows and keeps about one compartment (volatile)."""
+
+    id: str
+    hw: CompartmentHardware
+    phase: DoorPhase
+    occupied: bool
+    deadline: int | None = None
+    opened_at: int = 0
+    request: ReleaseRequest | None = None
+    door_sensor_ok: bool = True
+    occupancy_sensor_ok: bool = True
+    temperature_alarm: bool = False
+
+    def state(self, now_ms: int, in_service: bool) -> CompartmentState:
+        """Return this compartment as reported in a birth."""
+        unlocked = self.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
+        temperature = self.hw.deci_celsius(now_ms)
+        return CompartmentState(
+            id=self.id,
+            size=self.hw.spec.size,
+            temperature=self.hw.spec.temperature,
+            door=DoorState.OPEN if self.phase is DoorPhase.OPEN else DoorState.CLOSED,
+            lock=LockState.RELEASED if unlocked else LockState.LOCKED,
+            occupied=self.occupied,
+            in_service=in_service,
+            deci_celsius=None if temperature is None else max(-500, min(1000, temperature)),
+        )
+
+
+Answer = Callable[[str, ResultStatus, Outcome, str], None]
+"""Sends the result of command ``command_id``: ``(command_id, status, outcome, compartment)``."""
+
+
+class Doors:
+    """Runs the door machines of one locker for one boot."""
+
+    def __init__(
+        self,
+        cabinet: Cabinet,
+        nv: NonVolatile,
+        store: NvStore,
+        uplink: Uplink,
+        settings: Callable[[], Settings],
+        answer: Answer,
+        notify: Callable[[Release], None],
+    ) -> None:
+        self.cabinet = cabinet
+        self.nv = nv
+        self.store = store
+        self.uplink = uplink
+        self.settings = settings
+        self.answer = answer
+        self.notify = notify
+        self.now = uplink.now
+        self.states: dict[str, CompartmentFirmware] = {}
+        self.timed: set[str] = set()
+        self.chilled: list[CompartmentFirmware] = []
+        for cid, hw in cabinet.compartments.items():
+            door_open = hw.door_reading()
+            jammed = cid in nv.out_of_service and not door_open
+            phase = DoorPhase.JAMMED if jammed else DoorPhase.LOCKED
+            if door_open:
+                phase = DoorPhase.OPEN
+            state = CompartmentFirmware(cid, hw, phase, hw.occupancy_reading())
+            self.states[cid] = state
+            if hw.chilled:
+                self.chilled.append(state)
+            if door_open:
+                state.opened_at = self.now()
+                self._set_deadline(state, self.now() + settings().door_open_alarm_s * 1000)
+            self.supervise(cid)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def in_service(self, state: CompartmentFirmware) -> bool:
+        return (
+            state.door_sensor_ok
+            and state.phase is not DoorPhase.JAMMED
+            and state.id not in self.nv.out_of_service
+        )
+
+    def inventory(self) -> tuple[CompartmentState, ...]:
+        now = self.now()
+        return tuple(s.state(now, self.in_service(s)) for s in self.states.values())
+
+    def doors_open(self) -> int:
+        return sum(1 for s in self.states.values() if s.phase is DoorPhase.OPEN)
+
+    def next_deadline(self) -> int | None:
+        deadlines = (self.states[c].deadline for c in self.timed)
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # --- the table --------------------------------------------------------------------------
+
+    def _set_deadline(self, state: CompartmentFirmware, deadline: int | None) -> None:
+        state.deadline = deadline
+        if deadline is None:
+            self.timed.discard(state.id)
+        else:
+            self.timed.add(state.id)
+
+    def step(
+        self, state: CompartmentFirmware, given: DoorInput, request: ReleaseRequest | None = None
+    ) -> DoorEffect:
+        """Feed ``given`` through the door table and carry out the effect; return the effect.
+
+        Raises :class:`~firmware_sim.door.IllegalDoorTransition` for a pair not in the table.
+        """
+        transition = door_step(state.id, state.phase, given)
+        state.phase = transition.target
+        effect = transition.effect
+        now = self.now()
+        settings = self.settings()
+        cid = state.id
+        if effect in (DoorEffect.PULSE_LOCK, DoorEffect.RELEASE_AGAIN):
+            state.request = request
+        pending = state.request.command_id if state.request else None
+        if effect is DoorEffect.PULSE_LOCK:
+            self._set_deadline(state, now + LOCK_ACTUATION_MS)
+        elif effect in (DoorEffect.RELEASE_OK, DoorEffect.RELEASE_AGAIN):
+            self._set_deadline(state, now + settings.lock_release_s * 1000)
+            if pending:
+                self.answer(pending, ResultStatus.OK, Outcome.OPENED, cid)
+            if state.request is not None:
+                self.notify(Release(self.cabinet.spec.locker_id, cid, state.request, now))
+        elif effect is DoorEffect.ALREADY_OPEN:
+            if request is not None and request.command_id:
+                self.answer(request.command_id, ResultStatus.OK, Outcome.ALREADY_OPEN, cid)
+        elif effect is DoorEffect.JAMMED:
+            self._set_deadline(state, None)
+            self.nv.out_of_service.add(cid)
+            self.store.commit(self.nv)
+            self.uplink.event(DoorJammed(cid, pending))
+            if pending:
+                self.answer(pending, ResultStatus.FAILED, Outcome.DOOR_JAMMED, cid)
+            state.request = None
+        elif effect in (DoorEffect.OPENED, DoorEffect.OPENED_BEFORE_FEEDBACK):
+            if effect is DoorEffect.OPENED_BEFORE_FEEDBACK and pending:
+                self.answer(pending, ResultStatus.OK, Outcome.OPENED, cid)
+            req = state.request or ReleaseRequest(DoorCause.SERVICE)
+            self.uplink.event(DoorOpened(cid, req.cause, req.command_id, req.code_hash))
+            self._opened(state, now, settings)
+        elif effect is DoorEffect.FORCED:
+            state.request = None
+            self.uplink.event(DoorForced(cid))
+            self._opened(state, now, settings)
+        elif effect is DoorEffect.CLOSED:
+            state.request = None
+            self._set_deadline(state, None)
+            if state.occupancy_sensor_ok:
+                state.occupied = state.hw.occupancy_reading()
+            self.uplink.event(DoorClosed(cid, state.occupied, max(0, now - state.opened_at)))
+        elif effect is DoorEffect.RELOCKED:
+            state.request = None
+            self._set_deadline(state, None)
+        elif effect is DoorEffect.CLEARED:
+            self.nv.out_of_service.discard(cid)
+            self.store.commit(self.nv)
+            self.uplink.event(SensorRecovered(cid, Sensor.LOCK))
+        return effect
+
+    def _opened(self, state: CompartmentFirmware, now: int, settings: Settings) -> None:
+        state.opened_at = now
+        self._set_deadline(state, now + settings.door_open_alarm_s * 1000)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def release(self, cid: str, request: ReleaseRequest) -> DoorEffect:
+        """Ask for the lock of ``cid`` to be released (the caller checked it is in service)."""
+        return self.step(self.states[cid], DoorInput.RELEASE, request)
+
+    def sense_door(self, cid: str) -> None:
+        """React to the door sensor of ``cid`` (after a person or a fault changed something)."""
+        state = self.states[cid]
+        if not state.door_sensor_ok:
+            return
+        reading = state.hw.door_reading()
+        if reading != (state.phase is DoorPhase.OPEN):
+            self.step(state, DoorInput.DOOR_OPENED if reading else DoorInput.DOOR_CLOSED)
+
+    def supervise(self, cid: str) -> None:
+        """Run the sensors' self-test of ``cid``: report faults and recoveries."""
+        state = self.states[cid]
+        hw = state.hw
+        door_stuck = hw.door_sensor_stuck is not None
+        if door_stuck == state.door_sensor_ok:
+            state.door_sensor_ok = not door_stuck
+            if door_stuck:
+                reading = "open" if hw.door_sensor_stuck else "closed"
+                self.uplink.event(SensorFault(cid, Sensor.DOOR, f"door sensor stuck at {reading}"))
+            else:
+                self.uplink.event(SensorRecovered(cid, Sensor.DOOR))
+                self.sense_door(cid)
+        occupancy_stuck = hw.occupancy_sensor_stuck is not None
+        if occupancy_stuck == state.occupancy_sensor_ok:
+            state.occupancy_sensor_ok = not occupancy_stuck
+            if occupancy_stuck:
+                reading = "occupied" if hw.occupancy_sensor_stuck else "empty"
+                self.uplink.event(
+                    SensorFault(cid, Sensor.OCCUPANCY, f"occupancy sensor stuck at {reading}")
+                )
+            else:
+                self.uplink.event(SensorRecovered(cid, Sensor.OCCUPANCY))
+                now_occupied = hw.occupancy_reading()
+                if state.phase is not DoorPhase.OPEN and now_occupied != state.occupied:
+                    state.occupied = now_occupied
+                    self.uplink.event(OccupancyChanged(cid, now_occupied))
+
+    def clear_jam(self, cid: str) -> bool:
+        """A technician freed the bolt of ``cid``; return whether it was out of service."""
+        state = self.states[cid]
+        state.hw.bolt_stuck = False
+        if state.phase is DoorPhase.JAMMED:
+            self.step(state, DoorInput.JAM_CLEARED)
+            return True
+        if cid in self.nv.out_of_service:
+            self.nv.out_of_service.discard(cid)
+            self.store.commit(self.nv)
+            self.uplink.event(SensorRecovered(cid, Sensor.LOCK))
+            return True
+        return False
+
+    # --- time -------------------------------------------------------------------------------
+
+    def run_timers(self, now: int) -> None:
+        """Act on every door timer that has expired by ``now``."""
+        for cid in sorted(self.timed):
+            state = self.states[cid]
+            if state.deadline is None or state.deadline > now:
+                continue
+            if state.phase is DoorPhase.RELEASING:
+                stuck = state.hw.bolt_stuck
+                self.step(state, DoorInput.LOCK_STUCK if stuck else DoorInput.LOCK_CONFIRMED)
+            elif state.phase is DoorPhase.RELEASED:
+                self.step(state, DoorInput.RELEASE_EXPIRED)
+            elif state.phase is DoorPhase.OPEN:
+                self.uplink.event(DoorLeftOpen(state.id, now - state.opened_at))
+                period = self.settings().door_open_alarm_s * 1000
+                self._set_deadline(state, state.deadline + period)
+            else:
+                self._set_deadline(state, None)
+
+    def sample_temperatures(self, now: int) -> None:
+        """Compare chilled compartments with the configured range; report excursions."""
+        settings = self.settings()
+        low, high = settings.chilled_min_deci_celsius, settings.chilled_max_deci_celsius
+        margin = min(TEMPERATURE_HYSTERESIS, (high - low) // 4)
+        for state in self.chilled:
+            value = state.hw.deci_celsius(now)
+            if value is None:
+                continue
+            value = max(-500, min(1000, value))
+            if not state.temperature_alarm and not low <= value <= high:
+                state.temperature_alarm = True
+                self.uplink.event(TemperatureExcursion(state.id, value, low, high))
+            elif state.temperature_alarm and low + margin <= value <= high - margin:
+                state.temperature_alarm = False
+                self.uplink.event(TemperatureRestored(state.id, value))

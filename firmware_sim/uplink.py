@@ -1,0 +1,229 @@
+"""The locker's side of the conversation: sequence numbers, the buffer, what goes out and when.
+
+One :class:`Uplink` per boot. It numbers births, events and results (1, 2, 3, ... per boot),
+keeps them in the :class:`~firmware_sim.outbox.Outbox` until a *signed* acknowledgement names
+them, and queues :class:`Outgoing` messages for the transport while connected: on connect the
+retained ``online`` presence, then the birth, then the replay of everything unacknowledged in
+sequence order. Telemetry and presence carry the last sequence number taken (the high-water mark)
+and are never buffered.
+
+Overflow: when the buffer is full a new sequenced message still takes its number but is not
+kept; the run of lost numbers is recorded in non-volatile memory and reported with an
+``events_dropped`` event as soon as an acknowledgement makes room (the report itself is exempt
+from the limit). A run still unreported at a reboot is reported in the *old* boot's stream, as
+sequence number ``last_seq + 1`` of that boot, so the receiver sees exactly which numbers of
+which boot are gone. Nothing here encodes anything by hand: every payload comes from
+:func:`protocol.codec.encode` of a validated message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware_sim.outbox import Outbox, OutboxLimits
+from firmware_sim.store import Buffered, DropRecord, NonVolatile, NvStore
+from protocol.auth import check_ack
+from protocol.codec import encode
+from protocol.messages import (
+    Birth,
+    CommandResult,
+    Event,
+    EventData,
+    EventsDropped,
+    Presence,
+    PresenceState,
+    Telemetry,
+)
+from protocol.topics import DELIVERY, Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One MQTT publish (or serial frame) the transport must send."""
+
+    channel: Channel
+    payload: bytes
+    qos: int
+    retain: bool
+
+    @classmethod
+    def on(cls, channel: Channel, payload: bytes) -> Outgoing:
+        delivery = DELIVERY[channel]
+        return cls(channel, payload, delivery.qos, delivery.retain)
+
+
+BirthBuilder = Callable[[int, int, int], Birth]
+"""Builds the birth for ``(seq, ts, pending_events)``."""
+
+
+class Uplink:
+    """Sequence numbers, buffer and outgoing queue of one boot of one locker."""
+
+    def __init__(
+        self,
+        locker_id: str,
+        nv: NonVolatile,
+        store: NvStore,
+        limits: OutboxLimits,
+        clock: Callable[[], int],
+        counters: Counter[str],
+    ) -> None:
+        self.locker_id = locker_id
+        self.counters = counters
+        self.nv = nv
+        self.store = store
+        self.boot_id = nv.boot_id
+        self.now = clock
+        self.outbox = Outbox(nv.outbox, limits)
+        self.seq = 0
+        self.connection = 0
+        self.connected = False
+        self.outgoing: list[Outgoing] = []
+        self.dropped_now = 0
+        self.acks_accepted = 0
+        self.acks_rejected = 0
+
+    # --- sequenced messages -----------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _keep(self, channel: Channel, seq: int, payload: bytes) -> bool:
+        """Buffer a sequenced message (and send it if possible); False if it was dropped."""
+        if not self.outbox.has_room():
+            self._record_drop(seq)
+            return False
+        self.outbox.add(Buffered(self.boot_id, seq, channel, payload))
+        self.store.commit(self.nv)
+        if self.connected:
+            self.flush()
+        return True
+
+    def event(self, data: EventData) -> int:
+        """Buffer an event; return its sequence number (taken even if the buffer was full)."""
+        seq = self._next_seq()
+        message = Event.of(self.locker_id, self.boot_id, seq, self.now(), data)
+        self.counters[message.event.value] += 1
+        self._keep(Channel.EVENT, seq, encode(message))
+        return seq
+
+    def result(self, build: Callable[[int, int], CommandResult]) -> int:
+        """Buffer the result ``build(seq, ts)``; return its sequence number."""
+        seq = self._next_seq()
+        message = build(seq, self.now())
+        self.counters[f"result_{message.status.value}"] += 1
+        self._keep(Channel.RESULT, seq, encode(message))
+        return seq
+
+    def birth(self, build: BirthBuilder) -> int:
+        """Buffer a birth (a rebirth on request); return its sequence number."""
+        seq = self._next_seq()
+        self._keep(Channel.BIRTH, seq, encode(build(seq, self.now(), len(self.outbox))))
+        return seq
+
+    # --- overflow ---------------------------------------------------------------------------
+
+    def _record_drop(self, seq: int) -> None:
+        nv = self.nv
+        nv.events_dropped_total += 1
+        self.dropped_now += 1
+        if nv.dropped is None:
+            nv.dropped = DropRecord(self.boot_id, 1, seq, seq)
+        else:
+            nv.dropped.count += 1
+            nv.dropped.last_seq = seq
+        self.store.commit(nv)
+
+    def report_drops(self) -> None:
+        """Report this boot's unreported overflow once there is room again."""
+        record = self.nv.dropped
+        if record is None or record.boot_id != self.boot_id or not self.outbox.has_room():
+            return
+        self.nv.dropped = None
+        seq = self._next_seq()
+        data = EventsDropped(record.count, record.first_seq, record.last_seq)
+        self.counters["events_dropped"] += 1
+        message = Event.of(self.locker_id, self.boot_id, seq, self.now(), data)
+        self.outbox.add(Buffered(self.boot_id, seq, Channel.EVENT, encode(message)))
+        self.store.commit(self.nv)
+
+    def report_previous_boot_drops(self) -> None:
+        """At boot: report an overflow of an earlier boot in that boot's own stream."""
+        record = self.nv.dropped
+        if record is None or record.boot_id == self.boot_id:
+            return
+        self.nv.dropped = None
+        seq = record.last_seq + 1
+        data = EventsDropped(record.count, record.first_seq, record.last_seq)
+        self.counters["events_dropped"] += 1
+        message = Event.of(self.locker_id, record.boot_id, seq, self.now(), data)
+        self.outbox.add(Buffered(record.boot_id, seq, Channel.EVENT, encode(message)))
+        self.store.commit(self.nv)
+
+    # --- connection -------------------------------------------------------------------------
+
+    def presence(self, state: PresenceState, connection: int) -> Outgoing:
+        message = Presence(self.locker_id, self.boot_id, self.seq, connection, state, self.now())
+        return Outgoing.on(Channel.PRESENCE, encode(message))
+
+    def last_will(self) -> Outgoing:
+        """The retained ``offline`` presence the broker publishes if the link dies."""
+        return self.presence(PresenceState.OFFLINE, self.connection + 1)
+
+    def connect(self, build_birth: BirthBuilder) -> None:
+        """The link is up: presence online, birth first, then the replay."""
+        self.connected = True
+        self.connection += 1
+        self.outgoing.append(self.presence(PresenceState.ONLINE, self.connection))
+        seq = self._next_seq()
+        payload = encode(build_birth(seq, self.now(), len(self.outbox)))
+        if self.outbox.has_room():
+            self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
+            self.store.commit(self.nv)
+            entry = self.outbox.send_first((self.boot_id, seq), self.now())
+            if entry is not None:
+                self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+        else:
+            self._record_drop(seq)
+        self.flush()
+
+    def disconnect(self) -> None:
+        """The link is down: nothing is in flight any more; queued output is void."""
+        self.connected = False
+        self.outbox.connection_lost()
+        self.outgoing.clear()
+
+    def telemetry(self, message: Telemetry) -> None:
+        if self.connected:
+            self.outgoing.append(Outgoing.on(Channel.TELEMETRY, encode(message)))
+
+    def flush(self) -> None:
+        """Queue whatever the buffer says is due (first sends and retransmissions)."""
+        if self.connected:
+            for entry in self.outbox.due(self.now()):
+                self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+
+    def acknowledge(self, payload: bytes, command_key: bytes) -> int | None:
+        """Apply a received acknowledgement if it is authentic; return how many messages it
+        removed, or ``None`` if it was refused (unsigned, forged, another locker's)."""
+        ack = check_ack(payload, locker_id=self.locker_id, key=command_key)
+        if ack is None:
+            self.acks_rejected += 1
+            return None
+        self.acks_accepted += 1
+        removed = self.outbox.acknowledge(ack.boot_id, ack.ranges)
+        if removed:
+            self.store.commit(self.nv)
+            self.report_drops()
+            self.flush()
+        return removed
+
+    def next_deadline(self) -> int | None:
+        return self.outbox.next_deadline() if self.connected else None
+
+    def take(self) -> list[Outgoing]:
+        out, self.outgoing = self.outgoing, []
+        return out
