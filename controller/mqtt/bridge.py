@@ -1,0 +1,262 @@
+"""The MQTT bridge: one aiomqtt connection per controller replica, kept alive forever.
+
+Inside each connection three tasks run:
+
+* **receive**: every message from the subscriptions goes into a queue (aiomqtt acknowledges it
+  to the broker at once; durability is end to end: lockers keep what we have not acknowledged
+  in our own signed acks, see ``docs/adr/0003-end-to-end-acknowledgements.md``);
+* **ingest**: takes up to ``ingest_batch_size`` messages (waiting at most
+  ``ingest_batch_wait_ms`` for more after the first), stores and applies them in one
+  transaction, and only after the commit publishes the acks;
+* **dispatch**: whenever woken (a service created commands) or once a second, leases the due
+  commands, publishes them, and records that they were sent.
+
+aiomqtt does not reconnect by itself: :meth:`MqttBridge.run` loops with jittered exponential
+backoff (0.5 s doubling to 30 s). The controller's presence is published retained on connect,
+with an offline last will, per replica instance. Replicas share the lockers' streams through a
+shared subscription when ``share_group`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+import sqlalchemy.exc
+
+from controller.clock import to_ms
+from controller.services.commands import CommandDispatcher, Outgoing
+from controller.services.context import Context
+from controller.services.ingest import BatchReport, Inbound, Ingest
+from protocol.codec import encode
+from protocol.messages import ControllerPresence, PresenceState
+from protocol.urls import BrokerAddress
+
+log = logging.getLogger("lockerfleet.bridge")
+
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+"""Failures that mean the database is unreachable, not that a message is bad."""
+
+
+@dataclass
+class BridgeStats:
+    """Counters for /metrics and the readiness check."""
+
+    connected: bool = False
+    connects: int = 0
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    acks_published: int = 0
+    commands_published: int = 0
+    batches: int = 0
+    last_batch_seconds: float = 0.0
+    queue_depth: Callable[[], int] = field(default=lambda: 0)
+    rejections_by_code: dict[str, int] = field(default_factory=dict)
+
+
+class MqttBridge:
+    def __init__(
+        self,
+        ctx: Context,
+        address: BrokerAddress,
+        *,
+        on_batch: Callable[[BatchReport], Awaitable[None]] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.address = address
+        self.ingest = Ingest(ctx)
+        self.dispatcher = CommandDispatcher(ctx, owner=ctx.settings.instance_id)
+        self.stats = BridgeStats()
+        self._wake = asyncio.Event()
+        self._on_batch = on_batch
+        self._client: aiomqtt.Client | None = None
+
+    def wake(self) -> None:
+        """Ask the dispatcher to look for due commands now (call from the event loop)."""
+        self._wake.set()
+
+    @property
+    def presence_topic(self) -> str:
+        return self.ctx.topics.controller_presence(self.ctx.settings.instance_id)
+
+    def _presence(self, state: PresenceState) -> bytes:
+        message = ControllerPresence(
+            self.ctx.settings.instance_id, state, to_ms(self.ctx.clock.now())
+        )
+        return encode(message)
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, reconnecting with jittered backoff."""
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning("broker %s: %s", self.address.url(), exc)
+            finally:
+                self.stats.connected = False
+                self._client = None
+            if time.monotonic() - started > 30:
+                delay = 0.5
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30.0)
+
+    async def _session(self) -> None:
+        settings = self.ctx.settings
+        will = aiomqtt.Will(self.presence_topic, self._presence(PresenceState.OFFLINE), 1, True)
+        async with aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=f"lockerfleet-{settings.instance_id}",
+            will=will,
+            clean_session=False,
+            keepalive=30,
+            max_concurrent_outgoing_calls=200,
+        ) as client:
+            self._client = client
+            await client.publish(
+                self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
+            )
+            for topic, qos in self.ctx.topics.controller_subscriptions(settings.share_group):
+                await client.subscribe(topic, qos=qos)
+            self.stats.connected = True
+            self.stats.connects += 1
+            log.info("connected to %s as %s", self.address.url(), settings.instance_id)
+            queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=50_000)
+            self.stats.queue_depth = queue.qsize
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._receive(client, queue))
+                tasks.create_task(self._ingest(client, queue))
+                tasks.create_task(self._dispatch(client))
+
+    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[Inbound]) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode() if payload is not None else b""
+            await queue.put(Inbound(message.topic.value, bytes(payload), self.ctx.clock.now()))
+            self.stats.received += 1
+
+    async def _ingest(self, client: aiomqtt.Client, queue: asyncio.Queue[Inbound]) -> None:
+        settings = self.ctx.settings
+        while True:
+            batch = [await queue.get()]
+            deadline = time.monotonic() + settings.ingest_batch_wait_ms / 1000
+            while len(batch) < settings.ingest_batch_size:
+                try:
+                    batch.append(queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+            started = time.monotonic()
+            report = await self._handle(batch)
+            await asyncio.gather(
+                *(client.publish(a.topic, a.payload, qos=a.qos) for a in report.acks)
+            )
+            self.stats.acks_published += len(report.acks)
+            self.stats.last_batch_seconds = time.monotonic() - started
+            self.wake()
+            if self._on_batch is not None:
+                await self._on_batch(report)
+
+    async def _handle(self, batch: list[Inbound]) -> BatchReport:
+        """Store one batch.
+
+        While the database is unreachable the batch is retried with backoff (nothing is
+        acknowledged meanwhile, so lockers keep everything). Any other failure is a bug
+        triggered by some message: the batch is then stored one message at a time so that
+        only the culprit is left out (unacknowledged, logged each time it comes back).
+        """
+        delay = 0.5
+        while True:
+            try:
+                report = await self.ingest.handle(batch)
+                break
+            except DATABASE_DOWN as exc:
+                log.warning(
+                    "database unavailable (%s); retrying a batch of %d in %.1f s",
+                    type(exc).__name__,
+                    len(batch),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception:
+                if len(batch) == 1:
+                    log.exception("message on %s could not be stored", batch[0].topic)
+                    return BatchReport()
+                report = BatchReport()
+                for item in batch:
+                    one = await self._handle([item])
+                    report.stored += one.stored
+                    report.duplicates += one.duplicates
+                    report.rejected += one.rejected
+                    report.acks += one.acks
+                return report
+        self.stats.batches += 1
+        self.stats.stored += report.stored
+        self.stats.duplicates += report.duplicates
+        self.stats.rejected += len(report.rejected)
+        for rejection in report.rejected:
+            self.stats.rejections_by_code[rejection.code] = (
+                self.stats.rejections_by_code.get(rejection.code, 0) + 1
+            )
+            log.warning(
+                "rejected message on %s: %s (%s)", rejection.topic, rejection.reason, rejection.code
+            )
+        return report
+
+    async def _dispatch(self, client: aiomqtt.Client) -> None:
+        interval = self.ctx.settings.background_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                due = await self.dispatcher.claim_due()
+            except Exception:
+                log.exception("claiming due commands failed")
+                continue
+            if due:
+                await self._publish_commands(client, due)
+
+    async def _publish_commands(self, client: aiomqtt.Client, due: list[Outgoing]) -> None:
+        await asyncio.gather(*(client.publish(c.topic, c.payload, qos=1) for c in due))
+        self.stats.commands_published += len(due)
+        try:
+            await self.dispatcher.record_sent([c.command_id for c in due])
+        except Exception:
+            log.exception("recording %d sent commands failed", len(due))
+
+    async def publish_offline(self) -> None:
+        """Say goodbye cleanly (the last will covers crashes)."""
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await self._client.publish(
+                    self.presence_topic,
+                    self._presence(PresenceState.OFFLINE),
+                    qos=1,
+                    retain=True,
+                    timeout=2,
+                )

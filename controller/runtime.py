@@ -1,0 +1,133 @@
+"""Wiring: build the services from settings, and run the background work of one replica.
+
+:class:`Runtime` owns the database handle, the MQTT bridge and the background loops (SMS
+outbox, housekeeping). The HTTP app starts it in its lifespan; the demo, the scenario runner
+and the tests start it the same way. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.clock import Clock, SystemClock
+from controller.db.engine import open_database
+from controller.db.session import Database
+from controller.keys import KeyRing
+from controller.mqtt.bridge import MqttBridge
+from controller.services.admin import AdminService
+from controller.services.agents import AgentService
+from controller.services.command_views import CommandQueries
+from controller.services.context import Context
+from controller.services.deposits import DepositService
+from controller.services.housekeeping import Housekeeping
+from controller.services.lockers import LockerService
+from controller.services.notifications import (
+    FileSender,
+    LogSender,
+    NotificationDispatcher,
+    SmsSender,
+)
+from controller.settings import Settings
+from protocol.topics import TopicLayout
+from protocol.urls import parse_broker_url
+
+log = logging.getLogger("lockerfleet.runtime")
+
+
+@dataclass
+class Services:
+    """The use cases, as the API and the CLI call them."""
+
+    deposits: DepositService
+    agents: AgentService
+    lockers: LockerService
+    admin: AdminService
+    commands: CommandQueries
+    housekeeping: Housekeeping
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ctx: Context
+    services: Services
+    bridge: MqttBridge | None
+    notifier: NotificationDispatcher
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def db(self) -> Database:
+        return self.ctx.db
+
+    async def start(self, *, mqtt: bool = True) -> None:
+        """Start the bridge and the background loops (idempotent)."""
+        if self.tasks:
+            return
+        if mqtt and self.bridge is not None:
+            self.tasks.append(asyncio.create_task(self.bridge.run(), name="mqtt-bridge"))
+        self.tasks.append(asyncio.create_task(self._background(), name="background"))
+
+    async def _background(self) -> None:
+        interval = self.settings.background_interval_s
+        while True:
+            for name, job in (
+                ("notifications", self.notifier.run_once),
+                ("housekeeping", self.services.housekeeping.run_once),
+            ):
+                try:
+                    await job()
+                except Exception:
+                    log.exception("%s round failed", name)
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        """Stop the background work and close the database. Safe to call twice."""
+        if self.bridge is not None:
+            await self.bridge.publish_offline()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+        await self.db.dispose()
+
+
+def sms_sender(settings: Settings) -> SmsSender:
+    if settings.sms_sender == "file":
+        return FileSender(Path(settings.sms_file))
+    return LogSender()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sender: SmsSender | None = None,
+    database: Database | None = None,
+) -> Runtime:
+    """Build (but do not start) everything one controller replica needs."""
+    db = database or open_database(settings.database_url)
+    ctx = Context(
+        db=db,
+        settings=settings,
+        keys=KeyRing(settings.master_secret),
+        clock=clock or SystemClock(),
+        topics=TopicLayout(settings.topic_root),
+    )
+    bridge = MqttBridge(ctx, parse_broker_url(settings.mqtt_url))
+    ctx.wake_dispatcher = bridge.wake
+    services = Services(
+        deposits=DepositService(ctx),
+        agents=AgentService(ctx),
+        lockers=LockerService(ctx),
+        admin=AdminService(ctx),
+        commands=CommandQueries(ctx),
+        housekeeping=Housekeeping(ctx),
+    )
+    notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
+    return Runtime(settings, ctx, services, bridge, notifier)

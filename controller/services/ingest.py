@@ -1,0 +1,389 @@
+"""Ingest of locker messages in batches: decode, dedupe in the database, apply, acknowledge.
+
+For one batch (up to ~1,000 messages gathered for a few milliseconds by the bridge):
+
+1. every message is decoded; a bad topic, an unknown or decommissioned locker, a payload
+   that breaks the protocol or names another locker than its topic is *rejected* with a clear
+   reason and changes nothing. A rejected message whose envelope can still be read (locker,
+   boot, seq) is stored as such, raw, and acknowledged, so a buggy locker does not resend it
+   forever and nothing it said is lost;
+2. in one transaction the batch's locker rows are locked (in id order, so replicas cannot
+   deadlock), births, events and results are inserted with ``ON CONFLICT DO NOTHING`` on
+   ``(locker_id, boot_id, seq)`` — the database, not this process, decides what is new —
+   and only the new ones are applied, per locker in sequence order;
+3. the stream bookkeeping on the locker row finds gaps (a rebirth is requested if one outlives
+   the locker's retransmissions);
+4. after the commit, the caller publishes a signed acknowledgement per locker and boot covering
+   every sequence number in the batch (new and duplicate alike): only then may the locker
+   forget them. A controller that dies before committing acknowledges nothing, and the locker
+   sends the messages again — to whichever replica is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from controller.db.models import Command as CommandRow
+from controller.db.models import Compartment, DeviceMessage, Locker
+from controller.services import commands, locker_state
+from controller.services.context import Context
+from controller.services.effects import BatchState, Effects
+from protocol.auth import sign_ack
+from protocol.codec import encode, message_from_object, parse_json
+from protocol.errors import RemoteProtocolError
+from protocol.messages import (
+    DEVICE_MESSAGES,
+    Ack,
+    Birth,
+    CommandResult,
+    Event,
+    Presence,
+    RequestRebirth,
+    Telemetry,
+)
+from protocol.messages import (
+    DeviceMessage as Message,
+)
+from protocol.sequence import to_ranges
+from protocol.topics import CHANNEL_OF_TYPE, Channel
+
+log = logging.getLogger("lockerfleet.ingest")
+
+GAP_GRACE = timedelta(seconds=60)
+"""How long a missing sequence number may stay missing before a rebirth is requested."""
+
+REBIRTH_TTL = timedelta(minutes=5)
+SEQUENCED_CHANNELS = (Channel.BIRTH, Channel.EVENT, Channel.RESULT)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One MQTT message as the bridge received it."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    topic: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message to publish once the batch has committed."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+
+
+@dataclass
+class BatchReport:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    acks: list[Outbound] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sequenced:
+    locker_id: str
+    boot_id: int
+    seq: int
+    kind: str
+    ts_ms: int
+    wire: dict[str, Any]
+    message: Message | None  # None for a rejected message kept raw
+    received_at: datetime
+
+
+@dataclass
+class _Parsed:
+    sequenced: list[_Sequenced] = field(default_factory=list)
+    unsequenced: list[tuple[Message, datetime]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def _parse(ctx: Context, batch: list[Inbound]) -> _Parsed:
+    out = _Parsed()
+    for item in batch:
+        try:
+            locker_id, channel = ctx.topics.parse(item.topic)
+            if channel not in (*SEQUENCED_CHANNELS, Channel.PRESENCE, Channel.TELEMETRY):
+                raise RemoteProtocolError(
+                    f"lockers do not publish on {channel}", code="invalid_topic"
+                )
+            obj = parse_json(item.payload)
+        except RemoteProtocolError as exc:
+            out.rejected.append(Rejection(item.topic, exc.code, str(exc)))
+            continue
+        try:
+            message = message_from_object(obj, DEVICE_MESSAGES)
+            if CHANNEL_OF_TYPE[message.TYPE] is not channel:
+                raise RemoteProtocolError(
+                    f"a {message.TYPE} does not belong on {channel}", code="topic_mismatch"
+                )
+            if message.locker_id != locker_id:
+                raise RemoteProtocolError(
+                    f"payload names locker {message.locker_id!r}, topic {locker_id!r}",
+                    code="topic_mismatch",
+                )
+        except RemoteProtocolError as exc:
+            out.rejected.append(Rejection(item.topic, exc.code, str(exc)))
+            raw = _readable_envelope(obj, locker_id, channel)
+            if raw is not None:
+                boot_id, seq, ts = raw
+                out.sequenced.append(
+                    _Sequenced(
+                        locker_id,
+                        boot_id,
+                        seq,
+                        f"rejected:{exc.code}",
+                        ts,
+                        {"error": str(exc), "raw": obj},
+                        None,
+                        item.received_at,
+                    )
+                )
+            continue
+        if isinstance(message, Birth | Event | CommandResult):
+            kind = message.event.value if isinstance(message, Event) else message.TYPE
+            out.sequenced.append(
+                _Sequenced(
+                    locker_id,
+                    message.boot_id,
+                    message.seq,
+                    kind,
+                    message.ts,
+                    obj,
+                    message,
+                    item.received_at,
+                )
+            )
+        else:
+            out.unsequenced.append((message, item.received_at))
+    return out
+
+
+def _readable_envelope(
+    obj: dict[str, Any], locker_id: str, channel: Channel
+) -> tuple[int, int, int] | None:
+    """(boot_id, seq, ts) of a rejected message on a sequenced channel, if they are sane."""
+    if channel not in SEQUENCED_CHANNELS or obj.get("locker_id") != locker_id:
+        return None
+    values = obj.get("boot_id"), obj.get("seq"), obj.get("ts", 0)
+    sane = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53]
+    if len(sane) != 3 or sane[0] < 1 or sane[1] < 1:
+        return None
+    return sane[0], sane[1], sane[2]
+
+
+class Ingest:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def handle(self, batch: list[Inbound]) -> BatchReport:
+        """Store and apply one batch; return what to acknowledge and what was rejected."""
+        parsed = _parse(self.ctx, batch)
+        report = BatchReport(rejected=list(parsed.rejected))
+        locker_ids = sorted(
+            {s.locker_id for s in parsed.sequenced} | {m.locker_id for m, _ in parsed.unsequenced}
+        )
+        if not locker_ids:
+            return report
+        async with self.ctx.db.sessions.begin() as session:
+            lockers = await self._lock_lockers(session, locker_ids)
+            unknown = set(locker_ids) - set(lockers)
+            for locker_id in unknown:
+                report.rejected.append(
+                    Rejection(
+                        f"{self.ctx.topics.root}/locker/{locker_id}",
+                        "unknown_locker",
+                        f"locker {locker_id!r} is not registered (or decommissioned)",
+                    )
+                )
+            sequenced = [s for s in parsed.sequenced if s.locker_id in lockers]
+            new_keys = await self._insert(session, sequenced)
+            report.stored = len(new_keys)
+            report.duplicates = len({(s.locker_id, s.boot_id, s.seq) for s in sequenced}) - len(
+                new_keys
+            )
+            state = BatchState(lockers)
+            await self._load(session, state, sequenced)
+            effects = Effects(session, self.ctx, state)
+            for message, received_at in parsed.unsequenced:
+                locker = lockers.get(message.locker_id)
+                if locker is None:
+                    continue
+                if isinstance(message, Presence):
+                    await locker_state.apply_presence(
+                        session, self.ctx, locker, message, received_at
+                    )
+                elif isinstance(message, Telemetry):
+                    locker_state.apply_telemetry(locker, message, received_at)
+            fresh = sorted(
+                (s for s in sequenced if (s.locker_id, s.boot_id, s.seq) in new_keys),
+                key=lambda s: (s.locker_id, s.boot_id, s.seq),
+            )
+            self._count_streams(lockers, fresh)
+            for item in fresh:
+                await self._apply(session, effects, state, item)
+            await self._request_rebirths(session, state)
+            report.acks = self._acks(lockers, sequenced)
+        return report
+
+    async def _lock_lockers(self, session: AsyncSession, ids: list[str]) -> dict[str, Locker]:
+        rows = await session.scalars(
+            select(Locker)
+            .where(Locker.id.in_(ids), Locker.status != "decommissioned")
+            .order_by(Locker.id)
+            .with_for_update()
+        )
+        return {row.id: row for row in rows}
+
+    async def _insert(
+        self, session: AsyncSession, items: list[_Sequenced]
+    ) -> set[tuple[str, int, int]]:
+        """Insert the batch's sequenced messages; return the keys that were new."""
+        if not items:
+            return set()
+        rows, seen = [], set()
+        for s in items:
+            key = (s.locker_id, s.boot_id, s.seq)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(
+                {
+                    "locker_id": s.locker_id,
+                    "boot_id": s.boot_id,
+                    "seq": s.seq,
+                    "kind": s.kind,
+                    "ts": locker_state.locker_time(s.ts_ms),
+                    "received_at": s.received_at,
+                    "payload": s.wire,
+                }
+            )
+        dialect = postgresql if self.ctx.db.dialect == "postgresql" else sqlite
+        stmt = (
+            dialect.insert(DeviceMessage)
+            .on_conflict_do_nothing(index_elements=["locker_id", "boot_id", "seq"])
+            .returning(DeviceMessage.locker_id, DeviceMessage.boot_id, DeviceMessage.seq)
+        )
+        result = await session.execute(stmt, rows)
+        return {(r[0], r[1], r[2]) for r in result.all()}
+
+    async def _load(
+        self, session: AsyncSession, state: BatchState, items: list[_Sequenced]
+    ) -> None:
+        """Load, in a few queries, the compartments and commands the batch will touch."""
+        locker_ids = {s.locker_id for s in items}
+        if locker_ids:
+            for c in await session.scalars(
+                select(Compartment).where(Compartment.locker_id.in_(locker_ids))
+            ):
+                state.compartments[c.locker_id, c.label] = c
+        command_ids = {
+            s.message.command_id
+            for s in items
+            if isinstance(s.message, CommandResult) and s.message.command_id
+        }
+        command_ids |= {
+            getattr(s.message.data, "command_id", None) or ""
+            for s in items
+            if isinstance(s.message, Event)
+        }
+        command_ids.discard("")
+        if command_ids:
+            for row in await session.scalars(
+                select(CommandRow).where(CommandRow.id.in_(command_ids)).with_for_update()
+            ):
+                state.commands[row.id] = row
+
+    def _count_streams(self, lockers: dict[str, Locker], fresh: list[_Sequenced]) -> None:
+        per_boot: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for s in fresh:
+            per_boot[s.locker_id, s.boot_id].append(s.seq)
+        for (locker_id, boot_id), seqs in per_boot.items():
+            locker = lockers[locker_id]
+            if boot_id > locker.stream_boot_id:
+                locker.stream_boot_id, locker.stream_high, locker.stream_count = boot_id, 0, 0
+                locker.stream_skipped = locker.stream_reported_high = 0
+                locker.gap_since = locker.rebirth_requested_at = None
+            if boot_id == locker.stream_boot_id:
+                locker.stream_count += len(seqs)
+                locker.stream_high = max(locker.stream_high, *seqs)
+
+    async def _apply(
+        self, session: AsyncSession, effects: Effects, state: BatchState, item: _Sequenced
+    ) -> None:
+        message, at = item.message, item.received_at
+        locker = state.lockers[item.locker_id]
+        if message is None:
+            log.warning(
+                "stored rejected message %s/%d/%d: %s",
+                item.locker_id,
+                item.boot_id,
+                item.seq,
+                item.wire.get("error"),
+            )
+        elif isinstance(message, Birth):
+            mine = state.compartments_of(locker.id)
+            await locker_state.apply_birth(session, self.ctx, locker, message, mine, at)
+            for label, row in mine.items():  # including compartments the birth created
+                state.compartments[locker.id, label] = row
+        elif isinstance(message, Event):
+            await effects.apply_event(message, at)
+        elif isinstance(message, CommandResult):
+            await effects.apply_result(message, item.wire, at)
+
+    async def _request_rebirths(self, session: AsyncSession, state: BatchState) -> None:
+        now = self.ctx.clock.now()
+        for locker in state.lockers.values():
+            top = max(locker.stream_high, locker.stream_reported_high)
+            if locker.stream_count + locker.stream_skipped >= top:
+                locker.gap_since = None
+                continue
+            locker.gap_since = locker.gap_since or now
+            if now - locker.gap_since >= GAP_GRACE:
+                state.rebirth.add(locker.id)
+        for locker_id in sorted(state.rebirth):
+            locker = state.lockers[locker_id]
+            if locker.rebirth_requested_at and now - locker.rebirth_requested_at < REBIRTH_TTL:
+                continue
+            locker.rebirth_requested_at = now
+            await commands.enqueue(
+                session,
+                self.ctx,
+                locker_id=locker_id,
+                args=RequestRebirth(),
+                ttl=REBIRTH_TTL,
+                purpose="rebirth",
+            )
+
+    def _acks(self, lockers: dict[str, Locker], items: list[_Sequenced]) -> list[Outbound]:
+        per_boot: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for s in items:
+            per_boot[s.locker_id, s.boot_id].add(s.seq)
+        now_ms = int(self.ctx.clock.now().timestamp() * 1000)
+        out = []
+        for (locker_id, boot_id), seqs in sorted(per_boot.items()):
+            locker = lockers[locker_id]
+            key = self.ctx.keys.command_key(locker_id, locker.key_generation)
+            ranges = to_ranges(seqs)
+            for start in range(0, len(ranges), 1000):
+                ack = sign_ack(Ack(locker_id, boot_id, ranges[start : start + 1000], now_ms), key)
+                out.append(Outbound(self.ctx.topics.locker(locker_id, Channel.ACK), encode(ack)))
+        return out

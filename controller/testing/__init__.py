@@ -1,0 +1,1 @@
+"""Helpers for testing against lockerfleet: a seeded county, fake-free fixtures, fleets."""
