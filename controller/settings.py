@@ -66,25 +66,38 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_default_secrets(self) -> Settings:
-        if self.environment in ("demo", "test"):
-            return self
-        secret = self.secret_key.get_secret_value() if self.secret_key else ""
-        if secret.lower() in WEAK_SECRETS or len(secret) < 32:
-            raise ValueError(
-                "LOCKERFLEET_SECRET_KEY must be set to at least 32 random characters "
-                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); "
-                "it derives every locker key and token hash"
-            )
+    def _refuse_weak_secrets(self) -> Settings:
+        if self.secret_key is not None and self.environment not in ("demo", "test"):
+            _check_secret(self.secret_key.get_secret_value())
         return self
 
     @property
     def master_secret(self) -> bytes:
+        """The secret every key and token hash derives from.
+
+        Raises :class:`MissingSecret` outside the demo and the tests when none is set.
+        """
         if self.secret_key is None:
             if self.environment not in ("demo", "test"):
-                raise RuntimeError("no secret key configured")
+                raise MissingSecret(SECRET_ADVICE)
             return b"lockerfleet-demo-secret-not-for-production"
         return self.secret_key.get_secret_value().encode("utf-8")
+
+
+SECRET_ADVICE = (
+    "LOCKERFLEET_SECRET_KEY must be set to at least 32 random characters "
+    "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); "
+    "it derives every locker key and token hash"
+)
+
+
+class MissingSecret(RuntimeError):
+    """No usable secret key is configured."""
+
+
+def _check_secret(secret: str) -> None:
+    if secret.lower() in WEAK_SECRETS or len(secret) < 32:
+        raise ValueError(SECRET_ADVICE)
 
 
 def load_settings(**overrides: Any) -> Settings:

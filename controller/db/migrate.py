@@ -14,13 +14,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-import migrations
+import controller
 from controller.db.session import Database
+
+MIGRATIONS = Path(controller.__file__).resolve().parent.parent / "migrations"
+"""The migration scripts: the ``migrations`` directory beside the ``controller`` package (in a
+source checkout and in an installed wheel alike)."""
 
 
 def alembic_config(url: str | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(MIGRATIONS))
     if url:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

@@ -1,1 +1,0 @@
-"""Alembic migrations: the only way lockerfleet's schema is created or changed."""
