@@ -79,12 +79,12 @@ class Settings(BaseSettings):
         """
         if self.secret_key is None:
             if self.environment not in ("demo", "test"):
-                raise MissingSecret(SECRET_ADVICE)
+                raise MissingSecret(SETUP_ADVICE)
             return b"lockerfleet-demo-secret-not-for-production"
         return self.secret_key.get_secret_value().encode("utf-8")
 
 
-SECRET_ADVICE = (
+SETUP_ADVICE = (
     "LOCKERFLEET_SECRET_KEY must be set to at least 32 random characters "
     "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); "
     "it derives every locker key and token hash"
@@ -97,7 +97,7 @@ class MissingSecret(RuntimeError):
 
 def _check_secret(secret: str) -> None:
     if secret.lower() in WEAK_SECRETS or len(secret) < 32:
-        raise ValueError(SECRET_ADVICE)
+        raise ValueError(SETUP_ADVICE)
 
 
 def load_settings(**overrides: Any) -> Settings:
