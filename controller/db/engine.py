@@ -57,10 +57,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "lockerfleet_read_only"
+
+
 def _sqlite_begin(connection: Any) -> None:
-    # Take the write lock at BEGIN: a deferred transaction that later writes fails at once with
-    # SQLITE_BUSY when another connection wrote meanwhile; an immediate one waits its turn.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock at BEGIN: a deferred transaction that later writes fails at
+    # once with SQLITE_BUSY when another connection wrote meanwhile; an immediate one waits its
+    # turn. Readers begin deferred and never take it.
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -79,4 +84,9 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def open_database(url: str, *, echo: bool = False) -> Database:
     """Return a :class:`Database` (engine + session factory) for a user's URL."""
     engine = create_engine(url, echo=echo)
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+    reading = engine.execution_options(**{READ_ONLY: True})
+    return Database(
+        engine,
+        async_sessionmaker(engine, expire_on_commit=False),
+        async_sessionmaker(reading, expire_on_commit=False),
+    )

@@ -1,4 +1,9 @@
-"""The database handle the services use: an engine, a session factory, the dialect name."""
+"""The database handle the services use: an engine, session factories, the dialect name.
+
+``sessions`` is for work that writes (on SQLite its transactions begin ``IMMEDIATE``, taking
+the write lock up front); ``reader`` is for work that only reads (a plain deferred ``BEGIN``,
+so reads never wait for, or block, writers). On PostgreSQL the two behave the same.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
 
     @property
     def dialect(self) -> str:

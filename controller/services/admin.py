@@ -106,7 +106,7 @@ class AdminService:
             return SiteView(site.id, site.parent_id, site.kind, site.name, site.division_code)
 
     async def sites(self, actor: Actor) -> list[SiteView]:
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             rows = await session.scalars(select(Site).order_by(Site.id))
             return [SiteView(s.id, s.parent_id, s.kind, s.name, s.division_code) for s in rows]
 
@@ -241,7 +241,7 @@ class AdminService:
         """Return the actor a bearer token stands for, or None if it is unknown, revoked,
         expired or its user inactive."""
         now = self.ctx.clock.now()
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             row = await session.scalar(
                 select(ApiToken).where(ApiToken.token_hash == self.ctx.keys.token_hash(token))
             )

@@ -72,7 +72,7 @@ class AgentService:
     ) -> list[OccupancyRow]:
         """Occupancy of the lockers in the agent's villages and their townships."""
         villages = require_agent(actor)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             sites = await self._visible_sites(session, villages)
             if site_id is not None:
                 if site_id not in sites:
@@ -108,7 +108,7 @@ class AgentService:
         )
         if locker_id is not None:
             query = query.where(Parcel.locker_id == locker_id)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             rows = (await session.execute(query.order_by(Parcel.deadline_at))).all()
             return [ParcelView.of(p, compartment=label, phone=phone) for p, label, phone in rows]
 
@@ -123,7 +123,7 @@ class AgentService:
         villages = require_agent(actor)
         if (code is None) == (not standing):
             raise InvalidRequest("give either the villager's code or standing=true")
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             parcel = await session.get(Parcel, parcel_id)
             if parcel is None or parcel.village_site_id not in villages:
                 raise NotFound(f"no parcel {parcel_id} for your villages")

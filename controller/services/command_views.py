@@ -20,7 +20,7 @@ class CommandQueries:
         self.ctx = ctx
 
     async def get(self, actor: Actor, command_id: str) -> CommandView:
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             row = await session.get(Command, command_id)
             if row is None or not await self._visible(actor, row):
                 raise NotFound(f"no command {command_id}")
@@ -30,7 +30,7 @@ class CommandQueries:
         if actor.role in STAFF or row.requested_by_user_id == actor.user_id:
             return True
         if actor.role is Role.COURIER and row.parcel_id is not None:
-            async with self.ctx.db.sessions() as session:
+            async with self.ctx.db.reader() as session:
                 carrier = await session.scalar(
                     select(Parcel.carrier_id).where(Parcel.id == row.parcel_id)
                 )
@@ -39,7 +39,7 @@ class CommandQueries:
 
     async def of_locker(self, actor: Actor, locker_id: str, limit: int) -> list[CommandView]:
         require(actor, *STAFF)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             rows = await session.scalars(
                 select(Command)
                 .where(Command.locker_id == locker_id)

@@ -351,7 +351,7 @@ class DepositService:
         return DepositStarted(view, command.id, created=False)
 
     async def get(self, actor: Actor, parcel_id: int) -> ParcelView:
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             carrier_id = require_courier(actor)
             parcel = await session.get(Parcel, parcel_id)
             if parcel is None or parcel.carrier_id != carrier_id:
@@ -372,7 +372,7 @@ class DepositService:
             query = query.where(Parcel.state == state)
         if locker_id:
             query = query.where(Parcel.locker_id == locker_id)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             parcels = (await session.scalars(query.order_by(Parcel.id.desc()).limit(limit))).all()
             return [await self._view(session, p) for p in parcels]
 

@@ -37,7 +37,7 @@ class Housekeeping:
 
     async def _due(self, state: ParcelState) -> list[tuple[int, str]]:
         now = self.ctx.clock.now()
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             rows = await session.execute(
                 select(Parcel.id, Parcel.locker_id)
                 .join(Locker, Locker.id == Parcel.locker_id)

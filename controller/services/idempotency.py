@@ -29,7 +29,7 @@ class IdempotencyStore:
     async def lookup(self, user_id: int, key: str, request_hash: str) -> StoredResponse | None:
         """Return the stored response for ``key``, or None. Raises :class:`Conflict` if the key
         was used for a different request."""
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             row = await session.get(IdempotencyRecord, (user_id, key))
             if row is None:
                 return None

@@ -112,7 +112,7 @@ class LockerService:
         self, actor: Actor, *, site_id: int | None = None, near_site_id: int | None = None
     ) -> list[LockerView]:
         """Lockers (at a site, or in the township around a site) with free compartments."""
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             query = select(Locker).where(Locker.status != "decommissioned")
             if site_id is not None:
                 query = query.where(Locker.site_id == site_id)
@@ -127,7 +127,7 @@ class LockerService:
     async def state(self, actor: Actor, locker_id: str) -> LockerView:
         """Live state of one locker: compartments, telemetry, code-cache versions."""
         require(actor, *STAFF)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             locker = await session.get(Locker, locker_id)
             if locker is None:
                 raise NotFound(f"no locker {locker_id!r}")
@@ -189,7 +189,7 @@ class LockerService:
 
     async def credentials(self, actor: Actor, locker_id: str) -> Credentials:
         require(actor, Role.ADMIN)
-        async with self.ctx.db.sessions() as session:
+        async with self.ctx.db.reader() as session:
             locker = await session.get(Locker, locker_id)
             if locker is None:
                 raise NotFound(f"no locker {locker_id!r}")

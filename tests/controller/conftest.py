@@ -63,7 +63,9 @@ def sms() -> RecordingSender:
     return RecordingSender()
 
 
-def test_settings(database_url: str, topic_root: str, broker: BrokerAddress | None = None) -> Settings:
+def controller_settings(
+    database_url: str, topic_root: str, broker: BrokerAddress | None = None
+) -> Settings:
     return Settings(
         environment="test",
         database_url=database_url,
@@ -81,7 +83,7 @@ async def runtime(
     migrated_url: str, topic_root: str, clock: ManualClock, sms: RecordingSender
 ) -> AsyncIterator[Runtime]:
     """A runtime on a migrated database with a manual clock; nothing started (no broker)."""
-    rt = build_runtime(test_settings(migrated_url, topic_root), clock=clock, sender=sms)
+    rt = build_runtime(controller_settings(migrated_url, topic_root), clock=clock, sender=sms)
     try:
         yield rt
     finally:

@@ -71,12 +71,24 @@ class ScriptedLocker:
         return await self.runtime.bridge.ingest.handle(batch)  # type: ignore[union-attr]
 
     def presence(self, state: PresenceState = PresenceState.ONLINE) -> Presence:
-        return Presence(self.locker_id, self.boot_id, self.seq, self.connection, state,
-                        self.now_ms())
+        return Presence(
+            self.locker_id, self.boot_id, self.seq, self.connection, state, self.now_ms()
+        )
 
     def birth(self, compartments: list[CompartmentState], cache_version: int = 0) -> Birth:
-        return Birth(self.locker_id, self.boot_id, self._next(), self.now_ms(), "1.0.0", "sim",
-                     self.connection, cache_version, 0, 0, tuple(compartments))
+        return Birth(
+            self.locker_id,
+            self.boot_id,
+            self._next(),
+            self.now_ms(),
+            "1.0.0",
+            "sim",
+            self.connection,
+            cache_version,
+            0,
+            0,
+            tuple(compartments),
+        )
 
     def event(self, data: EventData) -> Event:
         return Event.of(self.locker_id, self.boot_id, self._next(), self.now_ms(), data)

@@ -19,7 +19,6 @@ from protocol.messages import (
     DoorCause,
     DoorClosed,
     DoorOpened,
-    OpenCompartment,
     Pickup,
     SizeClass,
     TemperatureClass,
@@ -47,13 +46,19 @@ async def test_deposit_to_pickup(runtime: Runtime, seeded: Seeded, sms: Recordin
     courier = await actor(runtime, seeded, "courier")
     started = await runtime.services.deposits.start(
         courier,
-        DepositRequest("SF1000000001", locker.locker_id, SizeClass.M, TemperatureClass.AMBIENT,
-                       "13800000001", consent_method="sms_reply"),
+        DepositRequest(
+            "SF1000000001",
+            locker.locker_id,
+            SizeClass.M,
+            TemperatureClass.AMBIENT,
+            "13800000001",
+            consent_method="sms_reply",
+        ),
     )
     assert started.created and started.parcel.state == "reserved"
     # The smallest free compartment that fits an M parcel is B01 (the S ones are too small).
     assert started.parcel.compartment == "B01"
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reader() as session:
         command = await session.get(Command, started.command_id)
         assert command is not None and command.action == "open_compartment"
         assert command.args["compartment"] == "B01"
@@ -71,7 +76,7 @@ async def test_deposit_to_pickup(runtime: Runtime, seeded: Seeded, sms: Recordin
 
     keys = runtime.ctx.keys
     hashed = code_hash(keys.code_key(locker.locker_id, 1), locker.locker_id, code)
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reader() as session:
         stored = (await session.scalars(select(PickupCode))).all()
         assert [c.code_hash for c in stored] == [hashed], "only the keyed hash is stored"
         sync = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).all()
@@ -84,28 +89,40 @@ async def test_deposit_to_pickup(runtime: Runtime, seeded: Seeded, sms: Recordin
     )
     parcel = await runtime.services.deposits.get(courier, parcel.id)
     assert parcel.state == "picked_up" and parcel.picked_up_via == "keypad"
-    state = await runtime.services.lockers.state(await actor(runtime, seeded, "technician"),
-                                                 locker.locker_id)
+    state = await runtime.services.lockers.state(
+        await actor(runtime, seeded, "technician"), locker.locker_id
+    )
     b01 = next(c for c in state.compartments or [] if c.label == "B01")
     assert not b01.occupied and b01.door == "closed" and b01.parcel_ref is None
-    async with runtime.db.sessions() as session:
-        openings = (await session.scalars(
-            select(AuditEntry).where(AuditEntry.action == "door_opened").order_by(AuditEntry.id)
-        )).all()
+    async with runtime.db.reader() as session:
+        openings = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "door_opened").order_by(AuditEntry.id)
+            )
+        ).all()
         assert [(a.cause, a.parcel_id) for a in openings] == [
-            ("command", parcel.id), ("keypad", parcel.id)
+            ("command", parcel.id),
+            ("keypad", parcel.id),
         ]
         code_row = (await session.scalars(select(PickupCode))).one()
         assert not code_row.active
 
 
-async def test_duplicated_and_replayed_events_change_nothing(runtime: Runtime, seeded: Seeded) -> None:
+async def test_duplicated_and_replayed_events_change_nothing(
+    runtime: Runtime, seeded: Seeded
+) -> None:
     locker = await online_locker(runtime, seeded)
     courier = await actor(runtime, seeded, "courier")
     started = await runtime.services.deposits.start(
         courier,
-        DepositRequest("SF1000000002", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
-                       "13800000002", consent_method="app"),
+        DepositRequest(
+            "SF1000000002",
+            locker.locker_id,
+            SizeClass.S,
+            TemperatureClass.AMBIENT,
+            "13800000002",
+            consent_method="app",
+        ),
     )
     opened = locker.event(DoorOpened("A01", DoorCause.COMMAND, started.command_id))
     closed = locker.event(DoorClosed("A01", True, 5000))
@@ -114,7 +131,7 @@ async def test_duplicated_and_replayed_events_change_nothing(runtime: Runtime, s
     again = await locker.send(closed, opened, closed)
     assert again.stored == 0 and again.duplicates == 2
     assert len(again.acks) == 1, "duplicates are acknowledged again so the locker stops resending"
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reader() as session:
         assert await session.scalar(select(func.count(DeviceMessage.id))) == 3  # birth + 2
         parcels = (await session.scalars(select(Parcel))).all()
         assert [p.state for p in parcels] == ["notified"]
