@@ -24,8 +24,10 @@ from hypothesis import given
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from protocol.asyncapi import asyncapi_document
+from protocol.asyncapi import main as asyncapi_main
 from protocol.auth import (
     ACK_DOMAIN,
+    CLOCK_TOLERANCE_MS,
     COMMAND_DOMAIN,
     ReplayWindow,
     check_ack,
@@ -34,12 +36,28 @@ from protocol.auth import (
     sign_command,
     signing_input,
 )
-from protocol.codec import ALL_MESSAGES, decode_any, encode, message_to_object
+from protocol.codec import (
+    ALL_MESSAGES,
+    MAX_NESTING,
+    MAX_PAYLOAD_BYTES,
+    decode_any,
+    encode,
+    message_to_object,
+)
 from protocol.codes import code_hash
-from protocol.framing import FrameDecoder, cobs_decode, cobs_encode, crc32, encode_frame
+from protocol.framing import (
+    MAX_ENCODED_FRAME,
+    FrameDecoder,
+    cobs_decode,
+    cobs_encode,
+    crc32,
+    encode_frame,
+)
 from protocol.messages import (
     COMMAND_ARGS,
     EVENT_DATA,
+    MAX_CODES_PER_PAGE,
+    MAX_COMMAND_LIFETIME_MS,
     Ack,
     CodeEntry,
     CodeStaging,
@@ -376,3 +394,69 @@ def test_replay_window_vector() -> None:
         )
         got = "accepted" if check.accepted else "repeat" if check.repeat else str(check.reason)
         assert (got, window.highest, window.seen) == (verdict, int(highest), int(seen, 16)), line
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers stated in the document
+# ---------------------------------------------------------------------------------------------
+
+
+def _spaced(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def _limit(what: str) -> str:
+    (value,) = re.findall(rf"^\| {re.escape(what)} \| (.+?) \|$", DOC, flags=re.MULTILINE)
+    return str(value)
+
+
+def test_the_limits_table_states_the_limits_of_the_code() -> None:
+    assert _limit("Payload (MQTT or serial)").startswith(f"{_spaced(MAX_PAYLOAD_BYTES)} bytes")
+    assert _limit("Encoded serial frame").startswith(f"{_spaced(MAX_ENCODED_FRAME)} bytes")
+    assert _limit("Nesting of arrays and objects") == f"{MAX_NESTING} levels"
+    assert _limit("Anti-replay window") == f"{ReplayWindow.SIZE} counters"
+    assert _limit("Command lifetime (`expires_at − issued_at`)") == (
+        f"{MAX_COMMAND_LIFETIME_MS // 3_600_000} hour"
+    )
+    assert _limit("Clock tolerance for `issued_at` in the future") == (
+        f"{CLOCK_TOLERANCE_MS // 60_000} minutes"
+    )
+    assert _limit("Code entries per sync page").startswith(f"{MAX_CODES_PER_PAGE} (add)")
+    assert f"{_spaced(MAX_ENCODED_FRAME)} bytes" in DOC.split("## 12. Serial link")[1]
+    assert f"{ReplayWindow.SIZE}-bit mask" in DOC
+
+
+# ---------------------------------------------------------------------------------------------
+# protocol.asyncapi itself
+# ---------------------------------------------------------------------------------------------
+
+
+def test_asyncapi_document_follows_the_topic_root() -> None:
+    document = asyncapi_document("test-1/v1")
+    addresses = [c["address"] for c in document["channels"].values()]
+    assert all(a.startswith("test-1/v1/") for a in addresses)
+    assert "test-1/v1/locker/{locker_id}/cmd" in addresses
+    with pytest.raises(ValueError, match="root"):
+        asyncapi_document("bad root")
+
+
+def test_running_the_module_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
+    asyncapi_main()
+    assert json.loads(capsys.readouterr().out) == ASYNCAPI
+
+
+def test_the_document_is_written_from_the_lockers_point_of_view() -> None:
+    actions = {
+        op["channel"]["$ref"].rsplit("/", 1)[1]: op["action"]
+        for op in ASYNCAPI["operations"].values()
+    }
+    assert actions == {
+        "presence": "send",
+        "birth": "send",
+        "event": "send",
+        "result": "send",
+        "telemetry": "send",
+        "cmd": "receive",
+        "ack": "receive",
+        "controllerPresence": "receive",
+    }
