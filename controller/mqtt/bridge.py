@@ -125,7 +125,10 @@ class MqttBridge:
             password=self.address.password,
             identifier=f"lockerfleet-{settings.instance_id}",
             will=will,
-            clean_session=False,
+            # A clean session: a replica that is gone must not keep a queue in the broker
+            # that a shared subscription keeps feeding. Nothing is lost meanwhile: lockers
+            # resend whatever no replica has acknowledged.
+            clean_session=True,
             keepalive=30,
             max_concurrent_outgoing_calls=200,
         ) as client:

@@ -33,8 +33,9 @@ AMBIENT = sum(1 for c in DEFAULT_LAYOUT if c.temperature is TemperatureClass.AMB
 
 @pytest.fixture
 async def second(migrated_url: str, topic_root: str, clock: ManualClock) -> AsyncIterator[Runtime]:
-    rt = build_runtime(controller_settings(migrated_url, topic_root), clock=clock,
-                       sender=RecordingSender())
+    rt = build_runtime(
+        controller_settings(migrated_url, topic_root), clock=clock, sender=RecordingSender()
+    )
     try:
         yield rt
     finally:
@@ -46,16 +47,23 @@ async def test_concurrent_deposits_on_two_instances_never_share_a_compartment(
 ) -> None:
     locker_id = next(iter(seeded.lockers))
     await ScriptedLocker(runtime, locker_id).come_online(LAYOUT)
-    couriers = [await rt.services.admin.authenticate(seeded.tokens["courier"])
-                for rt in (runtime, second)]
+    couriers = [
+        await rt.services.admin.authenticate(seeded.tokens["courier"]) for rt in (runtime, second)
+    ]
     attempts = AMBIENT + 6
 
     async def deposit(n: int) -> DepositStarted | NoFreeCompartment:
         rt = (runtime, second)[n % 2]
         courier = couriers[n % 2]
         assert courier is not None
-        request = DepositRequest(f"SF9{n:09d}", locker_id, SizeClass.S, TemperatureClass.AMBIENT,
-                                 f"1370000{n:04d}", consent_method="app")
+        request = DepositRequest(
+            f"SF9{n:09d}",
+            locker_id,
+            SizeClass.S,
+            TemperatureClass.AMBIENT,
+            f"1370000{n:04d}",
+            consent_method="app",
+        )
         try:
             return await rt.services.deposits.start(courier, request)
         except NoFreeCompartment as exc:
@@ -69,9 +77,13 @@ async def test_concurrent_deposits_on_two_instances_never_share_a_compartment(
     labels = Counter(r.parcel.compartment for r in started)
     assert all(n == 1 for n in labels.values()), labels
     async with runtime.db.reader() as session:
-        holding = (await session.scalars(
-            select(Parcel.compartment_id).where(Parcel.state.in_([s.value for s in HOLDING_STATES]))
-        )).all()
+        holding = (
+            await session.scalars(
+                select(Parcel.compartment_id).where(
+                    Parcel.state.in_([s.value for s in HOLDING_STATES])
+                )
+            )
+        ).all()
     assert len(holding) == len(set(holding)) == AMBIENT
 
 
@@ -83,17 +95,26 @@ async def test_the_database_itself_refuses_a_second_parcel_in_a_compartment(
     locker_id = next(iter(seeded.lockers))
     now = runtime.ctx.clock.now()
     async with runtime.db.sessions.begin() as session:
-        compartment = (await session.scalars(
-            select(Compartment).where(Compartment.locker_id == locker_id)
-        )).first()
+        compartment = (
+            await session.scalars(select(Compartment).where(Compartment.locker_id == locker_id))
+        ).first()
         assert compartment is not None
         compartment_id = compartment.id
 
     def parcel(state: str) -> Parcel:
-        return Parcel(ref=uuid.uuid4().hex[:12], carrier_id=seeded.carrier_ids["sf"],
-                      tracking_number=uuid.uuid4().hex[:12], direction="inbound", state=state,
-                      locker_id=locker_id, compartment_id=compartment_id, size="S",
-                      temperature="ambient", created_at=now, state_changed_at=now)
+        return Parcel(
+            ref=uuid.uuid4().hex[:12],
+            carrier_id=seeded.carrier_ids["sf"],
+            tracking_number=uuid.uuid4().hex[:12],
+            direction="inbound",
+            state=state,
+            locker_id=locker_id,
+            compartment_id=compartment_id,
+            size="S",
+            temperature="ambient",
+            created_at=now,
+            state_changed_at=now,
+        )
 
     async with runtime.db.sessions.begin() as session:
         session.add(parcel("picked_up"))
