@@ -8,20 +8,18 @@ while the locker is offline, reconciled when it returns; the controller restarte
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from controller.embedded_broker import MosquittoProcess
 from controller.runtime import Runtime, build_runtime
 from controller.testing.fleet import locker_spec
 from controller.testing.http import serve_http
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded, seed_county
+from controller.testing.waiting import eventually
 from firmware_sim.faults import Fault, FaultKind
 from firmware_sim.fleet import FleetOptions, MqttFleet
 from firmware_sim.outbox import OutboxLimits
@@ -32,20 +30,6 @@ from tests.controller.conftest import controller_settings
 from tests.controller.support import RecordingSender
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.slow]
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll an (async) check until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.1)
 
 
 def fleet_for(seeded: Seeded, broker: BrokerAddress, topic_root: str, **options: Any) -> MqttFleet:
@@ -85,14 +69,12 @@ class System:
 
         await eventually(online, what=f"{locker_id} online")
 
-    async def wait_parcel(
-        self, parcel_id: int, state: str, timeout: float = 20.0
-    ) -> dict[str, Any]:
+    async def wait_parcel(self, parcel_id: int, state: str, within: float = 20.0) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             parcel = await self.parcel(parcel_id)
             return parcel if parcel["state"] == state else None
 
-        found: dict[str, Any] = await eventually(reached, timeout, f"parcel {parcel_id} {state}")
+        found: dict[str, Any] = await eventually(reached, within, f"parcel {parcel_id} {state}")
         return found
 
     async def deposit(
@@ -111,11 +93,6 @@ class System:
         )
         assert response.status_code == 201, response.text
         return dict(response.json())
-
-
-@pytest.fixture
-def broker_for_test(private_broker: MosquittoProcess) -> Iterator[MosquittoProcess]:
-    yield private_broker
 
 
 @pytest.fixture
@@ -204,7 +181,7 @@ async def test_pickup_while_offline_is_reconciled_when_the_locker_returns(
         )
         assert (await system.parcel(parcel_id))["state"] == "notified", "nobody told us yet"
 
-        picked = await system.wait_parcel(parcel_id, "picked_up", timeout=30)
+        picked = await system.wait_parcel(parcel_id, "picked_up", within=30)
         assert picked["picked_up_via"] == "keypad_offline"
         await system.wait_online(locker_id)
         await eventually(
@@ -253,12 +230,12 @@ async def test_controller_restarted_mid_deposit_finishes_it(
         )
         async with serve_http(second, start=True) as base, httpx.AsyncClient(base_url=base) as api:
             system = System(second, api, seeded, sms)
-            parcel = await system.wait_parcel(started["parcel"]["id"], "notified", timeout=40)
+            parcel = await system.wait_parcel(started["parcel"]["id"], "notified", within=40)
             assert parcel["compartment"] == label
             await eventually(lambda: _code(sms, "13500000003"), what="pickup SMS")
             await eventually(
                 lambda: fleet.view(locker_id).pending_events == 0,
-                timeout=30,
+                within=30,
                 what="the new controller acknowledged everything",
             )
         await second.stop()
