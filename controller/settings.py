@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     http_port: int = 8000
 
     storage_window_hours: float = 72.0
+    reservation_timeout_s: int = 1800
+    """A reserved compartment whose door never took a parcel is released after this long."""
     open_command_ttl_s: int = 120
     sync_command_ttl_s: int = 600
     command_retry_initial_s: float = 2.0

@@ -272,9 +272,7 @@ async def _occupancy_row(session: AsyncSession, locker: Locker, site_name: str) 
                 )
                 .group_by(Parcel.state)
             )
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     return OccupancyRow(
         site_id=locker.site_id,

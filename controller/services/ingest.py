@@ -142,7 +142,14 @@ def _parse(ctx: Context, batch: list[Inbound]) -> _Parsed:
                 )
         except RemoteProtocolError as exc:
             out.rejected.append(Rejection(item.topic, exc.code, str(exc)))
-            raw = _readable_envelope(obj, locker_id, channel)
+            # Keep (and acknowledge) a message whose content is invalid but whose envelope is
+            # readable; never one that is merely misplaced, whose number must stay free for the
+            # same message sent where it belongs.
+            raw = (
+                None
+                if exc.code == "topic_mismatch"
+                else _readable_envelope(obj, locker_id, channel)
+            )
             if raw is not None:
                 boot_id, seq, ts = raw
                 out.sequenced.append(
