@@ -1,17 +1,13 @@
-"""A small county to test and demonstrate with: sites, carriers, users with tokens, lockers.
-
-Used by the test suite, the demo and the scenario runner alike, through the services (so
-everything seeded is valid by the same rules as anything created through the API).
-"""
+"""A small county for tests: two townships of two villages, three carriers, one user per role
+(``admin``, ``technician``, ``operator``, ``courier`` of SF, ``courier2`` of ZTO, ``agent`` of
+the first township's villages), and lockers with :data:`DEFAULT_LAYOUT`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from controller.demo.county import County, CountyPlan, LockerPlan, SitePlan, UserPlan, build_county
 from controller.runtime import Runtime
-from controller.services.context import SYSTEM, Role
+from controller.services.context import Role
 from controller.services.lockers import CompartmentSpec
-from controller.services.views import Credentials
 from protocol.messages import SizeClass, TemperatureClass
 
 DEFAULT_LAYOUT = [
@@ -24,82 +20,44 @@ DEFAULT_LAYOUT = [
     CompartmentSpec("R02", SizeClass.L, TemperatureClass.CHILLED),
 ]  # fmt: skip
 
+Seeded = County
 
-@dataclass
-class Seeded:
-    county_id: int
-    township_ids: list[int]
-    village_ids: list[int]
-    carrier_ids: dict[str, int]
-    tokens: dict[str, str]
-    """Bearer tokens by role name: admin, technician, courier, courier2, agent, operator."""
-    user_ids: dict[str, int]
-    lockers: dict[str, Credentials] = field(default_factory=dict)
-    locker_sites: dict[str, int] = field(default_factory=dict)
+
+def small_county_plan(
+    lockers: int, prefix: str, layout: list[CompartmentSpec] | None = None
+) -> CountyPlan:
+    sites = [SitePlan("county", "county", "宜川县", None, None)]
+    for t in range(2):
+        sites.append(SitePlan(f"t{t}", "township", f"第{t + 1}镇", None, "county"))
+        for v in range(2):
+            sites.append(SitePlan(f"t{t}v{v}", "village", f"第{t + 1}镇{v + 1}村", None, f"t{t}"))
+    places = ["t0", "t1", "t0v0", "t0v1", "t1v0", "t1v1"]
+    return CountyPlan(
+        sites=sites,
+        carriers=[("ems", "中国邮政"), ("sf", "顺丰"), ("zto", "中通")],
+        users=[
+            UserPlan("admin", Role.ADMIN),
+            UserPlan("technician", Role.TECHNICIAN),
+            UserPlan("operator", Role.OPERATOR),
+            UserPlan("courier", Role.COURIER, carrier="sf"),
+            UserPlan("courier2", Role.COURIER, carrier="zto"),
+            UserPlan("agent", Role.AGENT, villages=("t0v0", "t0v1")),
+        ],
+        lockers=[
+            LockerPlan(
+                f"{prefix}{n + 1:04d}",
+                places[n % len(places)],
+                f"柜{n + 1}",
+                list(layout if layout is not None else DEFAULT_LAYOUT),
+            )
+            for n in range(lockers)
+        ],
+    )
 
 
 async def seed_county(
-    runtime: Runtime,
-    *,
-    lockers: int = 2,
-    townships: int = 2,
-    villages_per_township: int = 2,
-    prefix: str = "LK",
+    runtime: Runtime, *, lockers: int = 2, prefix: str = "LK",
     layout: list[CompartmentSpec] | None = None,
-) -> Seeded:
-    """Create a county with townships, villages, three carriers, one user per role, and
-    ``lockers`` lockers spread over townships and villages (registered with ``layout``)."""
-    admin = runtime.services.admin
-    county = await admin.create_site(
-        SYSTEM, kind="county", name="宜川县", parent_id=None, division_code=None
-    )
-    township_ids, village_ids = [], []
-    for t in range(townships):
-        township = await admin.create_site(
-            SYSTEM, kind="township", name=f"第{t + 1}镇", parent_id=county.id, division_code=None
-        )
-        township_ids.append(township.id)
-        for v in range(villages_per_township):
-            village = await admin.create_site(
-                SYSTEM,
-                kind="village",
-                name=f"第{t + 1}镇{v + 1}村",
-                parent_id=township.id,
-                division_code=None,
-            )
-            village_ids.append(village.id)
-    carriers = {}
-    for code, name in (("ems", "中国邮政"), ("sf", "顺丰"), ("zto", "中通")):
-        carriers[code] = await admin.create_carrier(SYSTEM, code=code, name=name)
-    users: dict[str, tuple[Role, str | None, list[int]]] = {
-        "admin": (Role.ADMIN, None, []),
-        "technician": (Role.TECHNICIAN, None, []),
-        "operator": (Role.OPERATOR, None, []),
-        "courier": (Role.COURIER, "sf", []),
-        "courier2": (Role.COURIER, "zto", []),
-        "agent": (Role.AGENT, None, village_ids[: max(1, villages_per_township)]),
-    }
-    tokens, user_ids = {}, {}
-    for name, (role, carrier, villages) in users.items():
-        user = await admin.create_user(
-            None, name=name, role=role, carrier_code=carrier, village_ids=villages
-        )
-        user_ids[name] = user.id
-        tokens[name] = (await admin.issue_token(None, user_id=user.id, label=name)).token
-    seeded = Seeded(county.id, township_ids, village_ids, carriers, tokens, user_ids)
-    sites = [*township_ids, *village_ids]
-    technician = await runtime.services.admin.authenticate(tokens["technician"])
-    assert technician is not None
-    for n in range(lockers):
-        locker_id = f"{prefix}{n + 1:04d}"
-        site_id = sites[n % len(sites)]
-        seeded.lockers[locker_id] = await runtime.services.lockers.register(
-            technician,
-            locker_id=locker_id,
-            site_id=site_id,
-            name=f"柜{n + 1}",
-            address=None,
-            compartments=list(layout if layout is not None else DEFAULT_LAYOUT),
-        )
-        seeded.locker_sites[locker_id] = site_id
-    return seeded
+) -> Seeded:  # fmt: skip
+    """Build the small test county (see the module docstring) and return it."""
+    return await build_county(runtime, small_county_plan(lockers, prefix, layout))
