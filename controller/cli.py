@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--label", default="cli")
     issue.set_defaults(run_async=_token_issue)
 
+    from controller.demo.run import add_parser as add_demo
+
+    add_demo(sub)
     return parser
 
 

@@ -59,14 +59,14 @@ def pickup_text(
     *, carrier: str, place: str, compartment: str, code: str, deadline: datetime
 ) -> str:
     return (
-        f"【乡村快递】您的{carrier}快递已存入{place}快递柜{compartment}号格口，"
+        f"【乡村快递】您的{carrier}包裹已存入{place}{compartment}号格口，"
         f"取件码{code}，请于{_local(deadline)}前凭码取件。"
     )
 
 
 def dropoff_text(*, place: str, compartment: str, code: str, deadline: datetime) -> str:
     return (
-        f"【乡村快递】您预约的寄件已分配{place}快递柜{compartment}号格口，"
+        f"【乡村快递】您预约的寄件已分配{place}{compartment}号格口，"
         f"投件码{code}，请于{_local(deadline)}前投递。"
     )
 

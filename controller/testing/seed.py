@@ -47,7 +47,7 @@ def small_county_plan(
             LockerPlan(
                 f"{prefix}{n + 1:04d}",
                 places[n % len(places)],
-                f"柜{n + 1}",
+                f"第{n + 1}号快递柜",
                 list(layout if layout is not None else DEFAULT_LAYOUT),
             )
             for n in range(lockers)

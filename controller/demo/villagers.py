@@ -1,0 +1,112 @@
+"""Simulated villagers: they receive the texts and walk to the locker.
+
+:class:`VillagerSender` is the demo's SMS sender. Every text is printed (as the SMS gateway
+would deliver it); a pickup code sends the villager to the keypad of the locker the parcel went
+to after a while, where the simulated person types it, takes the parcel and closes the door; a
+drop-off code sends the farmer with the produce. A few never come (the parcel expires and goes
+back to the carrier), a few first mistype the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from firmware_sim.fleet import MqttFleet
+from firmware_sim.people import Delays
+
+log = logging.getLogger("lockerfleet.sms")
+
+_CODE = re.compile(r"(取件码|投件码)([0-9]{6})")
+
+
+@dataclass
+class VillagerSender:
+    """An :class:`~controller.services.notifications.SmsSender` with villagers behind it."""
+
+    fleet_of: FleetSource
+    come_after_s: tuple[float, float] = (20.0, 120.0)
+    no_show: float = 0.05
+    mistype: float = 0.1
+    seed: int = 1
+    echo: bool = True
+    destinations: dict[str, str] = field(default_factory=dict)
+    """Phone → locker id, told by whoever deposited or booked (the text names the place)."""
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, to: str, body: str) -> None:
+        self.counts["texts"] += 1
+        if self.echo:
+            log.info("SMS %s: %s", to, body)
+        match = _CODE.search(body)
+        locker_id = self.destinations.get(to)
+        if match is None or locker_id is None:
+            return
+        if self._rng.random() < self.no_show:
+            self.counts["never_came"] += 1
+            return
+        delay = self._rng.uniform(*self.come_after_s)
+        kind, code = match.groups()
+        task = asyncio.create_task(self._visit(locker_id, code, kind == "投件码", delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _visit(self, locker_id: str, code: str, drop_off: bool, delay: float) -> None:
+        await asyncio.sleep(delay)
+        fleet = self.fleet_of.fleet
+        if fleet is None:
+            return
+        if self._rng.random() < self.mistype:
+            wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+            await asyncio.to_thread(fleet.keypad_enter, locker_id, wrong)
+            self.counts["mistyped"] += 1
+            await asyncio.sleep(3)
+        if drop_off:
+            await self._drop_off(fleet, locker_id, code)
+        else:
+            locker = fleet.lockers[locker_id]
+            await asyncio.to_thread(
+                fleet.run, lambda: fleet.people.recipient_picks_up(locker, code, delays=Delays())
+            )
+            self.counts["pickups_started"] += 1
+
+    async def _drop_off(self, fleet: MqttFleet, locker_id: str, code: str) -> None:
+        """A farmer types the drop-off code, puts the produce in and closes the door."""
+        before = await asyncio.to_thread(fleet.view, locker_id)
+        await asyncio.to_thread(fleet.keypad_enter, locker_id, code)
+        for _ in range(100):
+            view = await asyncio.to_thread(fleet.view, locker_id)
+            released = [c for c in view.released if c not in before.released]
+            if released:
+                await self._fill(fleet, locker_id, released[0])
+                return
+            await asyncio.sleep(0.1)
+        self.counts["dropoff_refused"] += 1
+
+    async def _fill(self, fleet: MqttFleet, locker_id: str, label: str) -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.open_door(label))
+        await asyncio.sleep(2)
+        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.put_item(label))
+        await asyncio.sleep(1)
+        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.close_door(label))
+        self.counts["dropoffs"] += 1
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class FleetSource:
+    """Anything with a ``fleet`` attribute (the stack, once started)."""
+
+    fleet: MqttFleet | None
