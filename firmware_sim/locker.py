@@ -13,8 +13,9 @@ while its modem is down).
 
 The firmware reads the time from the injected clock plus the board's clock skew. Commands are
 checked with :func:`protocol.auth.check_command` (signature, addressee, freshness by the
-locker's own clock, anti-replay window); the ids of executed commands are remembered, so a
-retried command is silently ignored and its original result stays buffered until acknowledged.
+locker's own clock, anti-replay window, which also remembers the ids of the commands taken):
+a second copy of a command is silently ignored, never run twice, and its original result stays
+buffered until acknowledged.
 A pickup code typed on the keypad is hashed and matched against the code cache, online or not.
 
 Whoever drives a locker sets :attr:`Locker.on_change` to learn that there is output, a new
@@ -166,7 +167,7 @@ class Locker:
 
     def connected(self) -> None:
         """The transport's link is up (MQTT CONNACK, or the serial host is there)."""
-        if not self.powered or self.uplink.connected:
+        if not self.link_wanted or self.uplink.connected:
             return
         self.counters["connections"] += 1
         self.uplink.connect(self._birth)
@@ -212,18 +213,16 @@ class Locker:
             now_ms=self.now(),
             window=nv.replay,
         )
-        command = check.command
-        if command is not None and command.command_id in nv.recent_commands:
-            self.counters["command_retries_ignored"] += 1
-            self.store.commit(nv)
+        if check.repeat:  # a copy of a command already taken: its result is still buffered
+            self.counters["command_repeats_ignored"] += 1
             return
+        command = check.command
         if command is None or not check.accepted:
             reason = check.reason or RefusalReason.MALFORMED
             self.counters[f"refused_{reason.value}"] += 1
             action = command.action if command is not None else None
             self._refuse(check.command_id, action, reason)
             return
-        nv.recent_commands.append(command.command_id)
         self.store.commit(nv)
         self.counters[f"command_{command.action.value}"] += 1
         self._execute(command)

@@ -1,9 +1,10 @@
 """The locker's non-volatile memory, and where it is kept.
 
 :class:`NonVolatile` holds what must survive a reboot or a power cut: the boot counter, the
-anti-replay window and the ids of recent commands, the pickup-code cache, the configuration, the
-event buffer (every birth, event and result not yet acknowledged), the record of overflowed
-events not yet reported, and the compartments taken out of service by a jam.
+anti-replay window (with the ids of the commands it took), the pickup-code cache, the
+configuration, the event buffer (every birth, event and result not yet acknowledged), the
+record of overflowed events not yet reported, and the compartments taken out of service by a
+jam.
 
 The firmware changes it in place and calls :meth:`NvStore.commit` after each change, as real
 firmware writes flash. Two stores:
@@ -20,7 +21,6 @@ import contextlib
 import json
 import os
 import tempfile
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,9 +31,6 @@ from protocol.codes import CodeCache
 from protocol.fields import from_wire, to_wire
 from protocol.messages import CodeEntry
 from protocol.topics import Channel
-
-RECENT_COMMANDS = 256
-"""How many command ids a locker remembers, so that a retried command is never run twice."""
 
 
 @dataclass(slots=True)
@@ -62,7 +59,6 @@ class NonVolatile:
 
     boot_id: int = 0
     replay: ReplayWindow = field(default_factory=ReplayWindow)
-    recent_commands: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_COMMANDS))
     codes: CodeCache = field(default_factory=CodeCache)
     settings: Settings | None = None
     """The last configuration applied by set_config; ``None``: factory settings."""
@@ -135,8 +131,11 @@ def state_to_json(state: NonVolatile) -> dict[str, Any]:
     codes = state.codes
     return {
         "boot_id": state.boot_id,
-        "replay": {"highest": state.replay.highest, "seen": state.replay.seen},
-        "recent_commands": list(state.recent_commands),
+        "replay": {
+            "highest": state.replay.highest,
+            "seen": state.replay.seen,
+            "recent": state.replay.recent,
+        },
         "codes": {
             "version": codes.version,
             "entries": [to_wire(e) for e in codes.entries.values()],
@@ -188,8 +187,11 @@ def state_from_json(data: dict[str, Any]) -> NonVolatile:
     dropped = data["dropped"]
     return NonVolatile(
         boot_id=int(data["boot_id"]),
-        replay=ReplayWindow(int(data["replay"]["highest"]), int(data["replay"]["seen"])),
-        recent_commands=deque(data["recent_commands"], maxlen=RECENT_COMMANDS),
+        replay=ReplayWindow(
+            int(data["replay"]["highest"]),
+            int(data["replay"]["seen"]),
+            {str(k): int(v) for k, v in data["replay"]["recent"].items()},
+        ),
         codes=codes,
         settings=Settings.from_dict(data["settings"]) if data["settings"] else None,
         outbox=outbox,
