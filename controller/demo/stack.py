@@ -90,7 +90,10 @@ class Stack:
             address = type(address)(
                 address.host, address.port, CONTROLLER_USER, controller_password
             )
-        settings = settings.model_copy(update={"mqtt_url": address.url(with_password=True)})
+        update: dict[str, Any] = {"mqtt_url": address.url(with_password=True)}
+        if self.broker.kind == "amqtt":
+            update["share_group"] = None  # amqtt has no shared subscriptions
+        settings = settings.model_copy(update=update)
         self.runtime = build_runtime(settings, sender=sender(self) if sender else None)
         await upgrade(self.runtime.db)
         self.county = await build_county(self.runtime, opts.plan)
@@ -124,13 +127,16 @@ class Stack:
         return False
 
     async def lockers_online(self) -> int:
+        """How many lockers are online and have sent their birth."""
         from sqlalchemy import func, select
 
         from controller.db.models import Locker
 
         assert self.runtime is not None
         async with self.runtime.db.reader() as session:
-            count = await session.scalar(select(func.count(Locker.id)).where(Locker.online))
+            count = await session.scalar(
+                select(func.count(Locker.id)).where(Locker.online, Locker.status == "active")
+            )
         return int(count or 0)
 
     async def stop(self) -> None:
