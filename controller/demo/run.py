@@ -76,7 +76,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         plan=plan, data_dir=args.data_dir, broker_url=args.broker, prefer_broker=args.broker_kind,
         host=args.host, port=args.port, seed=args.seed,
     ))  # fmt: skip
-    villagers = VillagerSender(stack, seed=args.seed, echo=not args.quiet)  # type: ignore[arg-type]
+    villagers = VillagerSender(stack, seed=args.seed, echo=not args.quiet)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

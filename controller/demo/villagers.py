@@ -15,6 +15,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from firmware_sim.fleet import MqttFleet
 from firmware_sim.people import Delays
@@ -22,6 +23,13 @@ from firmware_sim.people import Delays
 log = logging.getLogger("lockerfleet.sms")
 
 _CODE = re.compile(r"(取件码|投件码)([0-9]{6})")
+
+
+class FleetSource(Protocol):
+    """Anything with a ``fleet`` attribute (the stack, once started)."""
+
+    @property
+    def fleet(self) -> MqttFleet | None: ...
 
 
 @dataclass
@@ -104,9 +112,3 @@ class VillagerSender:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-class FleetSource:
-    """Anything with a ``fleet`` attribute (the stack, once started)."""
-
-    fleet: MqttFleet | None

@@ -38,7 +38,7 @@ async def test_demo_stack_on_each_broker(tmp_path: Path, kind: BrokerKind) -> No
         stack,
         come_after_s=(0.2, 0.5),
         no_show=0,
-        mistype=0,  # type: ignore[arg-type]
+        mistype=0,
         echo=False,
     )
     try:
