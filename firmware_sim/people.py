@@ -103,10 +103,13 @@ class People:
             self._collect(watched, release.compartment, pace, leave_open)
 
         def type_code() -> None:
+            accepted_before = locker.counters["pickup"]
             locker.observers.append(on_release)
             locker.keypad_enter(code)
-            if on_release in locker.observers:  # nothing released: a wrong or stale code
-                locker.observers.remove(on_release)
+            # The lock releases a moment after the code is accepted (the actuator needs time),
+            # so wait for the release only if the keypad took the code.
+            if locker.counters["pickup"] == accepted_before and on_release in locker.observers:
+                locker.observers.remove(on_release)  # a wrong or stale code: nothing to open
                 self.counts["codes_refused"] += 1
 
         self.counts["recipients"] += 1
