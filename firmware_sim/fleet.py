@@ -205,6 +205,8 @@ class MqttFleet:
             faults or FaultPlan(), self.agenda, self.clock, self.lockers, hooks=self
         )
         self.started_at = 0.0
+        self.all_connected_at: float | None = None
+        """``time.monotonic()`` when every locker first had its CONNACK at the same time."""
 
     def _add(self, spec: LockerSpec) -> None:
         options = self.options
@@ -509,6 +511,8 @@ class MqttFleet:
             return
         self.counts["connacks"] += 1
         self._connected += 1
+        if self.all_connected_at is None and self._connected == len(self.sessions):
+            self.all_connected_at = time.monotonic()
         session.state = LinkState.CONNECTED
         session.connected_once = True
         session.failures = 0

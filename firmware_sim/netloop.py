@@ -148,6 +148,24 @@ class NetLoop:
         if self.errors <= 5:
             traceback.print_exception(exc)
 
+    # --- other files (a serial port) -------------------------------------------------------
+
+    def watch(self, fileobj: Any, handler: Any, *, write: bool = False) -> None:
+        """Call ``handler.loop_read()`` / ``handler.loop_write()`` when ``fileobj`` is ready
+        (loop thread only). Raises :class:`KeyError` if it is watched already."""
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+        self.selector.register(fileobj, events, handler)
+
+    def want_write(self, fileobj: Any, handler: Any, write: bool) -> None:
+        """Watch ``fileobj`` for writability too, or no longer (loop thread only)."""
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.modify(fileobj, events, handler)
+
+    def unwatch(self, fileobj: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fileobj)
+
     # --- paho clients -----------------------------------------------------------------------
 
     def attach(self, client: mqtt.Client) -> None:
@@ -284,7 +302,7 @@ class NetLoop:
 
     def _close(self) -> None:
         for key in list(self.selector.get_map().values()):
-            if key.data is not None:
+            if isinstance(key.data, mqtt.Client):  # other files belong to whoever watched them
                 with contextlib.suppress(OSError):
                     key.fileobj.close()  # type: ignore[union-attr]
         self.selector.close()
