@@ -124,6 +124,7 @@ class Doors:
         settings: Callable[[], Settings],
         answer: Answer,
         notify: Callable[[Release], None],
+        clock: Callable[[], int],
     ) -> None:
         self.cabinet = cabinet
         self.nv = nv
@@ -132,7 +133,8 @@ class Doors:
         self.settings = settings
         self.answer = answer
         self.notify = notify
-        self.now = uplink.now
+        self.now = clock
+        """Monotonic time for the door timers (a clock fault does not step it)."""
         self.states: dict[str, CompartmentFirmware] = {}
         self.timed: set[str] = set()
         self.chilled: list[CompartmentFirmware] = []

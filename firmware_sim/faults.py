@@ -238,9 +238,7 @@ class FaultInjector:
             self._outage(fault)
             return True
         elif kind is FaultKind.POWER_LOSS:
-            locker.lose_mains()
-            if not fault.battery:
-                locker.power_off()
+            locker.lose_mains(battery=fault.battery)
             later(end, locker.restore_mains, f"mains back at {locker_id}")
         elif kind is FaultKind.REBOOT:
             locker.reboot()

@@ -105,9 +105,17 @@ class Locker:
 
     # --- time and state ---------------------------------------------------------------------
 
-    def now(self) -> int:
-        """The locker's own idea of the time: the clock plus the board's clock skew."""
+    def rtc_ms(self) -> int:
+        """The board's real-time clock: the injected clock plus the clock skew fault.
+
+        It stamps messages (``ts``) and judges absolute times (a command's expiry, a pickup
+        code's). Timers (heartbeat, doors, resending, keypad lockout) run on the injected clock
+        itself, as firmware runs them on a tick counter, so a clock step does not upset them.
+        """
         return self.clock.now_ms() + self.cabinet.clock_skew_ms
+
+    def _now(self) -> int:
+        return self.clock.now_ms()
 
     @property
     def settings(self) -> Settings:
@@ -128,7 +136,7 @@ class Locker:
 
     @property
     def screen(self) -> str:
-        return self._screen.current(self.now())
+        return self._screen.current(self._now())
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -141,12 +149,14 @@ class Locker:
         self.store.commit(nv)
         self.powered = True
         self.counters["boots"] += 1
-        self.uplink = Uplink(self.locker_id, nv, self.store, self.limits, self.now, self.counters)
+        self.uplink = Uplink(
+            self.locker_id, nv, self.store, self.limits, self.rtc_ms, self._now, self.counters
+        )
         self.uplink.report_previous_boot_drops()
         self._screen = Screen()
         self._keypad = KeypadGuard()
-        now = self.now()
-        self.booted_at = now
+        now = self._now()
+        self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
         self._battery_alarm: tuple[int, int] | None = None
         self.doors = Doors(
@@ -157,6 +167,7 @@ class Locker:
             lambda: self.settings,
             self._answer,
             self._released,
+            self._now,
         )
         period = self.settings.heartbeat_s * 1000
         self._next_heartbeat = now + self._phase_ms % period
@@ -210,7 +221,7 @@ class Locker:
             payload,
             locker_id=self.locker_id,
             key=self.spec.command_key,
-            now_ms=self.now(),
+            now_ms=self.rtc_ms(),
             window=nv.replay,
         )
         if check.repeat:  # a copy of a command already taken: its result is still buffered
@@ -255,7 +266,7 @@ class Locker:
             self._result(cid, ResultStatus.OK, Action.REQUEST_REBIRTH, Outcome.REBIRTH_SENT)
         else:
             self._result(cid, ResultStatus.OK, Action.REBOOT, Outcome.REBOOTING)
-            self._reboot_at = self.now() + REBOOT_DELAY_MS
+            self._reboot_at = self._now() + REBOOT_DELAY_MS
 
     def _open(self, command_id: str, args: OpenCompartment) -> None:
         state = self.doors.states.get(args.compartment)
@@ -268,7 +279,7 @@ class Locker:
             self._refuse(command_id, action, RefusalReason.BUSY, args.compartment)
         else:
             verb = "请存件" if args.purpose in _DEPOSIT_PURPOSES else "请取件"
-            self._screen.show(args.screen_text or f"{verb} {state.id}", self.now())
+            self._screen.show(args.screen_text or f"{verb} {state.id}", self._now())
             request = ReleaseRequest(DoorCause.COMMAND, command_id, args.purpose)
             self.doors.release(state.id, request)
 
@@ -280,7 +291,7 @@ class Locker:
             self.store.commit(self.nv)
             if new.heartbeat_s != current.heartbeat_s:
                 self._next_heartbeat = min(
-                    self._next_heartbeat, self.now() + new.heartbeat_s * 1000
+                    self._next_heartbeat, self._now() + new.heartbeat_s * 1000
                 )
             self.uplink.event(ConfigApplied(new.config_version))
         self._result(
@@ -382,7 +393,7 @@ class Locker:
         """A person types ``code`` on the keypad and presses OK."""
         if not self.powered:
             return
-        now = self.now()
+        now = self._now()
         self.counters["codes_typed"] += 1
         wait = self._keypad.locked_out_for(now)
         if wait:
@@ -391,7 +402,7 @@ class Locker:
             return
         nv = self.nv
         hashed = code_hash(self.spec.code_key, self.locker_id, code)
-        entry = nv.codes.match(hashed, now) if is_well_formed_code(code) else None
+        entry = nv.codes.match(hashed, self.rtc_ms()) if is_well_formed_code(code) else None
         state = self.doors.states.get(entry.compartment) if entry is not None else None
         if entry is not None and state is not None:
             if not self.doors.in_service(state) or state.phase is DoorPhase.RELEASING:
@@ -501,10 +512,10 @@ class Locker:
         hw = self.cabinet.compartment(compartment)
         if not hw.chilled:
             raise ValueError(f"{self.locker_id}/{compartment} is not chilled")
-        hw.fail_cooling(self.now(), rise_deci_c_per_min)
+        hw.fail_cooling(self._now(), rise_deci_c_per_min)
 
     def restore_cooling(self, compartment: str) -> None:
-        self.cabinet.compartment(compartment).restore_cooling(self.now())
+        self.cabinet.compartment(compartment).restore_cooling(self._now())
 
     def set_clock_skew(self, skew_ms: int) -> None:
         """Make the board's real-time clock run ``skew_ms`` ahead (negative: behind)."""
@@ -525,15 +536,15 @@ class Locker:
         self.link_blocks = max(0, self.link_blocks - 1)
         self._changed()
 
-    def lose_mains(self) -> None:
-        """Mains power fails; the battery takes over if it can."""
+    def lose_mains(self, battery: bool = True) -> None:
+        """Mains power fails; the battery takes over if it can (and ``battery`` says it works)."""
         power = self.cabinet.power
         if not power.mains:
             return
-        now = self.now()
+        now = self._now()
         power.switch(False, now)
         if self.powered:
-            if power.battery_pct(now) == 0:
+            if not battery or power.battery_pct(now) == 0:
                 self.power_off()
                 return
             self.uplink.event(PowerChanged(PowerSource.BATTERY, power.battery_pct(now)))
@@ -545,7 +556,7 @@ class Locker:
         power = self.cabinet.power
         if power.mains:
             return
-        now = self.now()
+        now = self._now()
         power.switch(True, now)
         self._battery_alarm = None
         if self.powered:
@@ -603,13 +614,13 @@ class Locker:
         ):
             if candidate is not None and candidate < best:
                 best = candidate
-        return best - self.cabinet.clock_skew_ms
+        return best
 
     def tick(self) -> None:
         """Do whatever is due: door timers, retransmissions, battery alarms, heartbeat."""
         if not self.powered:
             return
-        now = self.now()
+        now = self._now()
         if self._reboot_at is not None and now >= self._reboot_at:
             self.reboot()
             return
@@ -644,8 +655,8 @@ class Locker:
                 locker_id=self.locker_id,
                 boot_id=self.boot_id,
                 seq=self.uplink.seq,
-                ts=now,
-                uptime_s=max(0, now - self.booted_at) // 1000,
+                ts=self.rtc_ms(),
+                uptime_s=max(0, self.clock.now_ms() - self.booted_at) // 1000,
                 power=power.source,
                 battery_pct=power.battery_pct(now),
                 rssi_dbm=self.cabinet.rssi_dbm(now),
@@ -661,7 +672,7 @@ class Locker:
 
     def view(self) -> LockerView:
         """Return a frozen snapshot of the locker (safe to hand to another thread)."""
-        now = self.now()
+        now = self._now()
         states: dict[str, CompartmentFirmware] = self.doors.states if self.powered else {}
         compartments = {}
         for cid, hw in self.cabinet.compartments.items():

@@ -67,6 +67,7 @@ class Uplink:
         nv: NonVolatile,
         store: NvStore,
         limits: OutboxLimits,
+        rtc: Callable[[], int],
         clock: Callable[[], int],
         counters: Counter[str],
     ) -> None:
@@ -75,7 +76,10 @@ class Uplink:
         self.nv = nv
         self.store = store
         self.boot_id = nv.boot_id
-        self.now = clock
+        self.now = rtc
+        """The board's real-time clock (skew included): what goes into ``ts``."""
+        self.clock = clock
+        """Monotonic time for resending (never stepped by a clock fault)."""
         self.outbox = Outbox(nv.outbox, limits)
         self.seq = 0
         self.connection = 0
@@ -183,7 +187,7 @@ class Uplink:
         if self.outbox.has_room():
             self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
             self.store.commit(self.nv)
-            entry = self.outbox.send_first((self.boot_id, seq), self.now())
+            entry = self.outbox.send_first((self.boot_id, seq), self.clock())
             if entry is not None:
                 self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
         else:
@@ -203,7 +207,7 @@ class Uplink:
     def flush(self) -> None:
         """Queue whatever the buffer says is due (first sends and retransmissions)."""
         if self.connected:
-            for entry in self.outbox.due(self.now()):
+            for entry in self.outbox.due(self.clock()):
                 self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
 
     def acknowledge(self, payload: bytes, command_key: bytes) -> int | None:
