@@ -191,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     issue.set_defaults(run_async=_token_issue)
 
     from controller.demo.run import add_parser as add_demo
+    from controller.scenarios.cli import add_parser as add_scenario
 
     add_demo(sub)
+    add_scenario(sub)
     return parser
 
 

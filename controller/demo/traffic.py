@@ -33,6 +33,8 @@ class Traffic:
     produce_share: float = 0.15
     seed: int = 1
     counts: Counter[str] = field(default_factory=Counter)
+    created: set[str] = field(default_factory=set)
+    """Tracking numbers of the parcels the API said it created (deposits and bookings)."""
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -80,6 +82,8 @@ class Traffic:
             "consent_method": "sms_reply",
         })  # fmt: skip
         self.counts[f"deposit_{response.status_code}"] += 1
+        if response.status_code == 201:
+            self.created.add(response.json()["parcel"]["tracking_number"])
         if response.status_code >= 400:
             self.counts[response.json()["error"]["code"]] += 1
 
@@ -96,6 +100,8 @@ class Traffic:
             "temperature": "chilled" if cherries else "ambient",
         })  # fmt: skip
         self.counts[f"produce_{response.status_code}"] += 1
+        if response.status_code == 201:
+            self.created.add(response.json()["tracking_number"])
 
     async def _collect(self, http: httpx.AsyncClient, courier: str) -> None:
         for state in ("dropped_off", "expired"):
