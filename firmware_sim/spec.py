@@ -25,8 +25,10 @@ from protocol.messages import SizeClass, TemperatureClass
 
 DEFAULT_PREFIX = "SIM-"
 DEFAULT_FIRMWARE = "1.4.2"
-MAX_COMPARTMENTS = 120
-"""Most compartments a simulated locker may have: its birth must fit in one 16 KiB payload."""
+MAX_COMPARTMENTS = 100
+"""Most compartments a simulated locker may have. A birth must fit in one 16 KiB payload and a
+compartment takes up to about 145 bytes in it, so the protocol's own limit of 200 could not be
+sent; 100 leaves room for the rest of the birth."""
 
 _LOCKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _COMPARTMENT_ID = re.compile(r"[A-Za-z0-9]{1,8}")
