@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from controller.services.agents import AgentService
 from controller.services.command_views import CommandQueries
 from controller.services.context import Context
 from controller.services.deposits import DepositService
+from controller.services.health import HealthService
 from controller.services.housekeeping import Housekeeping
 from controller.services.lockers import LockerService
 from controller.services.notifications import (
@@ -31,11 +33,14 @@ from controller.services.notifications import (
     NotificationDispatcher,
     SmsSender,
 )
+from controller.services.open_guard import OpenDefence
 from controller.settings import Settings
 from protocol.topics import TopicLayout
 from protocol.urls import parse_broker_url
 
 log = logging.getLogger("lockerfleet.runtime")
+
+PRUNE_EVERY_ROUNDS = 300
 
 
 @dataclass
@@ -48,6 +53,8 @@ class Services:
     admin: AdminService
     commands: CommandQueries
     housekeeping: Housekeeping
+    health: HealthService
+    defence: OpenDefence
 
 
 @dataclass
@@ -73,15 +80,21 @@ class Runtime:
 
     async def _background(self) -> None:
         interval = self.settings.background_interval_s
+        rounds = 0
         while True:
-            for name, job in (
+            jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                 ("notifications", self.notifier.run_once),
                 ("housekeeping", self.services.housekeeping.run_once),
-            ):
+                ("presence watchdog", self.services.health.watch_presence),
+            ]
+            if rounds % PRUNE_EVERY_ROUNDS == 0:
+                jobs.append(("open counters", self.services.defence.prune_counters))
+            for name, job in jobs:
                 try:
                     await job()
                 except Exception:
                     log.exception("%s round failed", name)
+            rounds += 1
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
@@ -128,6 +141,8 @@ def build_runtime(
         admin=AdminService(ctx),
         commands=CommandQueries(ctx),
         housekeeping=Housekeeping(ctx),
+        health=HealthService(ctx),
+        defence=OpenDefence(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.domain.alarms import version_key
 from protocol.topics import DEFAULT_ROOT
 from protocol.urls import parse_broker_url
 
@@ -56,9 +57,28 @@ class Settings(BaseSettings):
     sms_file: str = "sms-outbox.log"
     background_interval_s: float = 1.0
 
+    offline_alarm_grace_s: int = 300
+    """A locker offline this long raises a ``locker_offline`` alarm (short blips do not)."""
+    clock_skew_alarm_s: int = 300
+    """A birth or telemetry whose timestamp is further than this from our clock: ``clock_skew``."""
+    fleet_min_firmware: str | None = None
+    """Lockers reporting an older firmware version raise ``firmware_outdated``."""
+    low_battery_pct: int = 20
+    open_limit_per_user_per_min: int = 30
+    """Remote door openings one user may request per minute (0: no limit)."""
+    open_limit_per_carrier_per_min: int = 300
+    open_limit_fleet_per_min: int = 1000
+
     @field_validator("share_group")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("fleet_min_firmware")
+    @classmethod
+    def _valid_version(cls, value: str | None) -> str | None:
+        if value:
+            version_key(value)
         return value or None
 
     @field_validator("mqtt_url")

@@ -14,7 +14,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from controller.api import errors
-from controller.api.routers import admin, agents, commands, health, lockers, parcels
+from controller.api.routers import (
+    admin,
+    agents,
+    alarms,
+    commands,
+    health,
+    lockers,
+    metrics,
+    parcels,
+)
 from controller.db.migrate import current_revision, head_revision
 from controller.runtime import Runtime, build_runtime
 from controller.settings import Settings
@@ -64,6 +73,7 @@ def create_app(
         app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
-    for module in (parcels, lockers, agents, admin, commands):
+    app.include_router(metrics.router)
+    for module in (parcels, lockers, agents, admin, commands, alarms):
         app.include_router(module.router, prefix="/api/v1")
     return app

@@ -14,10 +14,12 @@ from starlette.exceptions import HTTPException
 from controller.domain.errors import (
     Conflict,
     DomainError,
+    FleetLockedDown,
     InvalidRequest,
     LockedOut,
     NotAllowed,
     NotFound,
+    OpenLimitExceeded,
     RateLimited,
     WrongCode,
 )
@@ -26,6 +28,8 @@ from controller.domain.states import IllegalTransition
 log = logging.getLogger("lockerfleet.api")
 
 STATUS: list[tuple[type[Exception], int]] = [
+    (FleetLockedDown, 423),
+    (OpenLimitExceeded, 429),
     (NotFound, 404),
     (NotAllowed, 403),
     (WrongCode, 403),
@@ -49,7 +53,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     extra: dict[str, Any] = {}
     headers: dict[str, str] = {}
-    if isinstance(exc, LockedOut | RateLimited):
+    if isinstance(exc, LockedOut | RateLimited | OpenLimitExceeded):
         extra["retry_after_s"] = exc.retry_after_s
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, WrongCode):

@@ -413,3 +413,71 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+
+
+# --- health and security ----------------------------------------------------------------------
+
+_open_alarm = "state <> 'cleared'"
+
+
+class Alarm(Base):
+    """Something wrong with a locker (or the fleet), from raised to cleared, kept as history.
+
+    At most one alarm per ``(locker_id, compartment, type)`` is open (not cleared): a partial
+    unique index, so replicas raising the same alarm at once cannot open two. ``locker_id`` is
+    ``""`` for an alarm about the whole fleet and ``compartment`` is ``""`` for one about a
+    whole locker (never NULL, which a unique index would treat as always distinct).
+    """
+
+    __tablename__ = "alarms"
+    __table_args__ = (
+        Index(
+            "uq_alarms_open",
+            "locker_id",
+            "compartment",
+            "type",
+            unique=True,
+            sqlite_where=text(_open_alarm),
+            postgresql_where=text(_open_alarm),
+        ),
+        Index("ix_alarms_state_severity", "state", "severity"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    locker_id: Mapped[str] = mapped_column(String(64), index=True)
+    compartment: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(24))
+    severity: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    parcel_id: Mapped[int | None] = mapped_column(Integer)
+    """The parcel in the compartment when it was raised (a temperature excursion's evidence)."""
+    detail: Mapped[dict[str, Any]]
+    first_seen_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by_user_id: Mapped[int | None] = mapped_column(Integer)
+    cleared_at: Mapped[datetime | None]
+    cleared_by_user_id: Mapped[int | None] = mapped_column(Integer)
+    """None when the locker itself reported the end of the condition."""
+    clear_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class FleetControl(Base):
+    """A fleet-wide switch set by an admin (``lockdown``), shared by every replica."""
+
+    __tablename__ = "fleet_controls"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(300))
+    changed_at: Mapped[datetime]
+    changed_by_user_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class OpenCounter(Base):
+    """Remote door openings granted in one minute to one scope (``user:7``, ``carrier:2``,
+    ``fleet``), counted by an atomic conditional UPDATE so the limit holds across replicas."""
+
+    __tablename__ = "open_counters"
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -82,3 +82,35 @@ class RateLimited(DomainError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RemoteOpenRefused(DomainError):
+    """A remote door opening refused by the fleet's defences against mass opening.
+
+    ``request`` says, in plain values, what was asked (locker, compartment, parcel, purpose)
+    and why it was refused, for the audit log.
+    """
+
+    code = "remote_open_refused"
+
+    def __init__(self, message: str, *, request: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.request: dict[str, object] = dict(request or {})
+
+
+class FleetLockedDown(RemoteOpenRefused):
+    """An admin has locked the fleet down: no remote openings until it is lifted."""
+
+    code = "fleet_lockdown"
+
+
+class OpenLimitExceeded(RemoteOpenRefused):
+    """Too many remote openings this minute for a user, a carrier or the whole fleet."""
+
+    code = "open_limit_exceeded"
+
+    def __init__(
+        self, message: str, retry_after_s: int, *, request: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message, request=request)
+        self.retry_after_s = retry_after_s

@@ -35,6 +35,7 @@ from controller.domain.states import HOLDING_STATES, Direction, ParcelState
 from controller.services import audit, codes, commands, notifications, parcel_flow
 from controller.services.context import Actor, Context, Role
 from controller.services.deposits import allocate, new_ref, recipient_by_phone
+from controller.services.open_guard import audited_refusals, guard_remote_open
 from controller.services.views import OccupancyRow, ParcelView
 from protocol.messages import OpenCompartment, OpenPurpose, SizeClass, TemperatureClass
 
@@ -135,7 +136,7 @@ class AgentService:
                 parcel_id=parcel.id, code=code,
             )  # fmt: skip
         now = self.ctx.clock.now()
-        async with self.ctx.db.sessions.begin() as session:
+        async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
             locker = await parcel_flow.lock_locker(session, parcel.locker_id)
             parcel = await session.get(
                 Parcel, parcel_id, with_for_update=True, populate_existing=True
@@ -149,6 +150,10 @@ class AgentService:
                 raise LockerUnavailable(f"locker {locker.id} is offline")
             compartment = await session.get(Compartment, parcel.compartment_id)
             assert compartment is not None
+            await guard_remote_open(
+                session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
+                purpose=OpenPurpose.AGENT_PICKUP.value, parcel_id=parcel.id,
+            )  # fmt: skip
             parcel.open_purpose = OpenPurpose.AGENT_PICKUP.value
             parcel.picked_up_by_user_id = actor.user_id
             command = await commands.enqueue(

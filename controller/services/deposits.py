@@ -48,6 +48,7 @@ from controller.domain.states import (
 )
 from controller.services import audit, commands, parcel_flow
 from controller.services.context import Actor, Context, Role
+from controller.services.open_guard import audited_refusals, guard_remote_open
 from controller.services.views import DepositStarted, ParcelView
 from protocol.messages import OpenCompartment, OpenPurpose, SizeClass, TemperatureClass
 
@@ -156,7 +157,7 @@ class DepositService:
         if request.consent_method and request.consent_method not in CONSENT_METHODS:
             raise InvalidRequest(f"consent_method must be one of {sorted(CONSENT_METHODS)}")
         now = self.ctx.clock.now()
-        async with self.ctx.db.sessions.begin() as session:
+        async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
             locker = await parcel_flow.lock_locker(session, request.locker_id)
             existing = await session.scalar(
                 select(Parcel).where(
@@ -241,6 +242,11 @@ class DepositService:
         compartment: Compartment,
         purpose: OpenPurpose,
     ) -> CommandRow:
+        """Queue the signed opening, audited; refused by lockdown or the opening limits."""
+        await guard_remote_open(
+            session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
+            purpose=purpose.value, parcel_id=parcel.id,
+        )  # fmt: skip
         parcel.open_purpose = purpose.value
         command = await commands.enqueue(
             session, self.ctx, locker_id=locker.id,
@@ -301,7 +307,7 @@ class DepositService:
     async def reopen(self, actor: Actor, parcel_id: int) -> DepositStarted:
         """Open the door again for a deposit not yet completed (moving to another compartment
         if its own went out of service, e.g. jammed)."""
-        async with self.ctx.db.sessions.begin() as session:
+        async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
             parcel = await self._owned(session, actor, parcel_id)
             if parcel.state not in (ParcelState.RESERVED, ParcelState.DOOR_OPENED):
                 raise InvalidRequest(f"parcel {parcel.ref} is {parcel.state}; nothing to reopen")
@@ -330,7 +336,7 @@ class DepositService:
     async def collect(self, actor: Actor, parcel_id: int) -> DepositStarted:
         """Open the door so the courier takes the parcel: an expired (or recalled) inbound
         parcel goes back to the carrier, an outbound one is collected for shipping."""
-        async with self.ctx.db.sessions.begin() as session:
+        async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
             parcel = await self._owned(session, actor, parcel_id)
             state = ParcelState(parcel.state)
             if state in (ParcelState.EXPIRED, ParcelState.NOTIFIED):

@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Command as CommandRow
 from controller.db.models import Compartment, Locker, Parcel, PickupCode
+from controller.domain.alarms import AlarmType
 from controller.domain.states import ParcelEvent, ParcelState
-from controller.services import audit, codes, commands, parcel_flow
+from controller.services import alarms, audit, codes, commands, parcel_flow
 from controller.services.context import Context
 from controller.services.locker_state import locker_time, set_physical
 from protocol.fields import from_wire
@@ -35,7 +36,9 @@ from protocol.messages import (
     ConfigApplied,
     DoorCause,
     DoorClosed,
+    DoorForced,
     DoorJammed,
+    DoorLeftOpen,
     DoorOpened,
     DoorState,
     Event,
@@ -48,6 +51,7 @@ from protocol.messages import (
     RefusalReason,
     ResultStatus,
     SyncCodes,
+    TemperatureExcursion,
 )
 
 log = logging.getLogger("lockerfleet.effects")
@@ -78,6 +82,7 @@ class Effects:
         self.session = session
         self.ctx = ctx
         self.state = state
+        self.alarms = alarms.AlarmBook(session)
 
     async def apply_event(self, event: Event, at: datetime) -> None:
         locker = self.state.lockers[event.locker_id]
@@ -107,8 +112,29 @@ class Effects:
             self.state.rebirth.add(locker.id)
         elif isinstance(data, ConfigApplied):
             locker.config_reported = data.config_version
-        # The other kinds (forced doors, faults, temperatures, power, tamper, rejected codes)
-        # are kept in device_messages; alarms are raised from them by the health service.
+        elif isinstance(data, DoorForced):
+            audit.record(
+                self.session, at=locker_time(event.ts), locker_id=locker.id,
+                compartment=data.compartment, action="door_forced", cause="forced",
+                actor_kind="unknown", received_at=at.isoformat(),
+            )  # fmt: skip
+        await self._alarms(locker, event, at)
+
+    async def _alarms(self, locker: Locker, event: Event, at: datetime) -> None:
+        """Raise or clear the alarms the event means (:mod:`~controller.services.alarms`)."""
+        data = event.data
+        parcel_id = None
+        if isinstance(data, DoorForced | DoorLeftOpen | DoorJammed | TemperatureExcursion):
+            compartment = self.state.compartments.get((locker.id, data.compartment))
+            if compartment is not None:
+                parcel = await parcel_flow.holding_parcel(self.session, compartment.id)
+                parcel_id = parcel.id if parcel is not None else None
+        command_id = data.command_id if isinstance(data, DoorOpened) else None
+        await alarms.on_event(
+            self.alarms, locker.id, data, at=at, locker_ts=locker_time(event.ts),
+            parcel_id=parcel_id, command_known=command_id in self.state.commands,
+            low_battery_pct=self.ctx.settings.low_battery_pct,
+        )  # fmt: skip
 
     def _compartment(self, locker_id: str, label: str) -> Compartment | None:
         compartment = self.state.compartments.get((locker_id, label))
@@ -274,6 +300,11 @@ class Effects:
             compartment = self._compartment(locker.id, compartment_label)
             if compartment is not None:
                 compartment.out_of_service_reason = "door jammed"
+            if await self.alarms.find(locker.id, AlarmType.DOOR_JAMMED, compartment_label) is None:
+                await self.alarms.raise_(
+                    locker.id, AlarmType.DOOR_JAMMED, at=at, compartment=compartment_label,
+                    detail={"command_id": row.id}, parcel_id=row.parcel_id,
+                )  # fmt: skip
         else:
             audit.record(
                 self.session,

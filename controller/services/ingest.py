@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Command as CommandRow
 from controller.db.models import Compartment, DeviceMessage, Locker
-from controller.services import commands, locker_state
+from controller.services import alarms, commands, locker_state
 from controller.services.context import Context
 from controller.services.effects import BatchState, Effects
 from protocol.auth import sign_ack
@@ -230,16 +230,20 @@ class Ingest:
             state = BatchState(lockers)
             await self._load(session, state, sequenced)
             effects = Effects(session, self.ctx, state)
+            await effects.alarms.preload(lockers)
             for message, received_at in parsed.unsequenced:
                 locker = lockers.get(message.locker_id)
                 if locker is None:
                     continue
                 if isinstance(message, Presence):
+                    offline_since = None if locker.online else locker.offline_since
                     await locker_state.apply_presence(
                         session, self.ctx, locker, message, received_at
                     )
+                    await self._presence_alarms(effects, locker, offline_since, received_at)
                 elif isinstance(message, Telemetry):
                     locker_state.apply_telemetry(locker, message, received_at)
+                    await self._telemetry_alarms(effects.alarms, message, received_at)
             fresh = sorted(
                 (s for s in sequenced if (s.locker_id, s.boot_id, s.seq) in new_keys),
                 key=lambda s: (s.locker_id, s.boot_id, s.seq),
@@ -348,13 +352,43 @@ class Ingest:
             )
         elif isinstance(message, Birth):
             mine = state.compartments_of(locker.id)
+            offline_since = None if locker.online else locker.offline_since
             await locker_state.apply_birth(session, self.ctx, locker, message, mine, at)
+            await self._presence_alarms(effects, locker, offline_since, at)
+            await alarms.check_clock(
+                effects.alarms, locker.id, locker_state.locker_time(message.ts), at,
+                self.ctx.settings,
+            )  # fmt: skip
+            await alarms.check_firmware(
+                effects.alarms, locker.id, message.firmware, at, self.ctx.settings
+            )
             for label, row in mine.items():  # including compartments the birth created
                 state.compartments[locker.id, label] = row
         elif isinstance(message, Event):
             await effects.apply_event(message, at)
         elif isinstance(message, CommandResult):
             await effects.apply_result(message, item.wire, at)
+
+    async def _presence_alarms(
+        self, effects: Effects, locker: Locker, offline_since: datetime | None, at: datetime
+    ) -> None:
+        """A locker that was offline and is online now: its offline alarm ends."""
+        if locker.online:
+            await alarms.came_back(effects.alarms, locker.id, offline_since, at)
+
+    async def _telemetry_alarms(
+        self, book: alarms.AlarmBook, telemetry: Telemetry, at: datetime
+    ) -> None:
+        locker_ts = locker_state.locker_time(telemetry.ts)
+        await alarms.check_clock(book, telemetry.locker_id, locker_ts, at, self.ctx.settings)
+        await alarms.power(
+            book, telemetry.locker_id, telemetry.power, telemetry.battery_pct, at,
+            self.ctx.settings.low_battery_pct,
+        )  # fmt: skip
+        await alarms.temperature_evidence(
+            book, telemetry.locker_id,
+            ((r.compartment, r.deci_celsius) for r in telemetry.temperatures), locker_ts,
+        )  # fmt: skip
 
     async def _request_rebirths(self, session: AsyncSession, state: BatchState) -> None:
         now = self.ctx.clock.now()

@@ -1,0 +1,87 @@
+"""alarms, fleet controls (lockdown) and remote-open counters
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+OPEN_ALARM = "state <> 'cleared'"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "alarms",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("locker_id", sa.String(length=64), nullable=False),
+        sa.Column("compartment", sa.String(length=8), nullable=False),
+        sa.Column("type", sa.String(length=24), nullable=False),
+        sa.Column("severity", sa.String(length=8), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("parcel_id", sa.Integer(), nullable=True),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("acknowledged_by_user_id", sa.Integer(), nullable=True),
+        sa.Column("cleared_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cleared_by_user_id", sa.Integer(), nullable=True),
+        sa.Column("clear_reason", sa.String(length=200), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alarms")),
+    )
+    with op.batch_alter_table("alarms", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alarms_locker_id"), ["locker_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_alarms_first_seen_at"), ["first_seen_at"], unique=False
+        )
+        batch_op.create_index("ix_alarms_state_severity", ["state", "severity"], unique=False)
+        batch_op.create_index(
+            "uq_alarms_open",
+            ["locker_id", "compartment", "type"],
+            unique=True,
+            sqlite_where=sa.text(OPEN_ALARM),
+            postgresql_where=sa.text(OPEN_ALARM),
+        )
+
+    op.create_table(
+        "fleet_controls",
+        sa.Column("key", sa.String(length=32), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("reason", sa.String(length=300), nullable=True),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("changed_by_user_id", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_fleet_controls")),
+    )
+    op.create_table(
+        "open_counters",
+        sa.Column("scope", sa.String(length=40), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "window_start", name=op.f("pk_open_counters")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("open_counters")
+    op.drop_table("fleet_controls")
+    with op.batch_alter_table("alarms", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_alarms_open",
+            sqlite_where=sa.text(OPEN_ALARM),
+            postgresql_where=sa.text(OPEN_ALARM),
+        )
+        batch_op.drop_index("ix_alarms_state_severity")
+        batch_op.drop_index(batch_op.f("ix_alarms_first_seen_at"))
+        batch_op.drop_index(batch_op.f("ix_alarms_locker_id"))
+    op.drop_table("alarms")
