@@ -1,0 +1,1000 @@
+"""Controller benchmarks on PostgreSQL and a real Mosquitto: deposit round trip, event ingest,
+reconnect storm. Run on demand; prints figures and writes JSON to ``bench/results/``.
+
+::
+
+    .venv/bin/python bench/controller_bench.py            # all three, full sizes
+    .venv/bin/python bench/controller_bench.py --quick    # smaller sizes (about a minute)
+    .venv/bin/python bench/controller_bench.py --only ingest --profile
+
+How each is measured (see ``docs/performance.md``, "Controller"):
+
+* **deposit**: one controller (runtime + HTTP API) in this process, 200 simulated lockers
+  (:class:`~firmware_sim.fleet.MqttFleet`, in this process too) whose attendant has *zero*
+  human delays, 50 courier tasks each posting deposits one after another. Per deposit: the
+  time from the POST to the parcel's state ``notified`` as seen by a poller reading the
+  database every 5 ms, split into API answer, lock released at the locker (a locker observer),
+  and door events stored and applied.
+* **ingest**: pre-built, valid protocol ``Event`` messages from many registered locker ids,
+  published at QoS 1 by paho clients in a child process, into one controller replica in a child
+  process, while a bare paho subscriber (another child) drains the same stream. Durable rate:
+  rows in ``device_messages`` counted in the database. Acks go back to the locker topics; the
+  publisher process listens to them and checks a sample against the database (an ack for a
+  sequence number not yet stored would be a violation). Then the same with two replicas (two
+  processes, different ``instance_id``, one ``share_group``).
+* **storm**: N simulated lockers (a fleet in a child process) connected and known online; the
+  broker is stopped; every locker buffers events (wrong codes typed) and the controller's code
+  cache version of every locker moves on (as when codes are issued during an outage), so each
+  locker needs a full code sync; the broker is started again and the clock runs until every
+  locker is online in the database on its new connection, has reported the current code cache
+  version, and has nothing left unacknowledged in its buffer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import io
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import pstats
+import queue
+import random
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from pydantic import SecretStr
+from sqlalchemy import select, text
+
+from controller.db.engine import open_database
+from controller.db.migrate import upgrade
+from controller.db.models import Parcel
+from controller.demo.county import County, UserPlan, build_county
+from controller.embedded_broker import MosquittoProcess
+from controller.runtime import Runtime, build_runtime
+from controller.services.context import Role
+from controller.services.lockers import CompartmentSpec
+from controller.settings import Settings
+from controller.testing.fleet import locker_spec
+from controller.testing.http import serve_http
+from controller.testing.seed import DEFAULT_LAYOUT, small_county_plan
+from firmware_sim.compartments import Release
+from firmware_sim.door import LOCK_ACTUATION_MS
+from firmware_sim.fleet import FleetOptions, MqttFleet
+from firmware_sim.locker import Locker
+from firmware_sim.people import AttendantPolicy, Delays
+from firmware_sim.spec import LockerSpec
+from protocol.codec import encode
+from protocol.messages import (
+    CodeRejected,
+    Event,
+    EventData,
+    OccupancyChanged,
+    PowerChanged,
+    PowerSource,
+    SizeClass,
+)
+from protocol.topics import Channel, TopicLayout
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+RESULTS = Path(__file__).resolve().parent / "results"
+BROKER_CONFIG = "max_connections -1\nmax_queued_messages 0\n"
+SMALL_LAYOUT = [
+    CompartmentSpec("A01", SizeClass.S),
+    CompartmentSpec("B01", SizeClass.M),
+    CompartmentSpec("C01", SizeClass.L),
+    CompartmentSpec("D01", SizeClass.XL),
+]
+INSTANT = Delays((0, 0), (0, 0), (0, 0), (0, 0))
+"""An attendant with no human time at all: the round trip measures only the system."""
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """Nearest-rank p50/p90/p99 and the max of ``values`` (milliseconds), rounded."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+    return {
+        "n": len(ordered),
+        "p50": round(rank(50), 1),
+        "p90": round(rank(90), 1),
+        "p99": round(rank(99), 1),
+        "max": round(ordered[-1], 1),
+        "mean": round(sum(ordered) / len(ordered), 1),
+    }
+
+
+@contextlib.asynccontextmanager
+async def pg_schema(base: str) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL schema of our own; yields its URL, drops it afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = open_database(base)
+    async with admin.engine.begin() as connection:
+        await connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{base}?schema={schema}"
+    try:
+        db = open_database(url)
+        await upgrade(db)
+        await db.dispose()
+        yield url
+    finally:
+        async with admin.engine.begin() as connection:
+            await connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        await admin.dispose()
+
+
+@contextlib.contextmanager
+def mosquitto() -> Iterator[MosquittoProcess]:
+    broker = MosquittoProcess(extra_config=BROKER_CONFIG)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def settings_kwargs(
+    url: str, port: int, root: str, secret: str, instance: str = "bench-1"
+) -> dict[str, Any]:
+    """Production settings of one replica (plain values, so they cross process boundaries)."""
+    return {
+        "environment": "production",
+        "database_url": url,
+        "mqtt_url": f"mqtt://127.0.0.1:{port}",
+        "topic_root": root,
+        "secret_key": secret,
+        "instance_id": instance,
+        "share_group": "bench",
+    }
+
+
+def make_settings(kwargs: dict[str, Any]) -> Settings:
+    values = dict(kwargs)
+    secret = SecretStr(str(values.pop("secret_key")))
+    return Settings(secret_key=secret, **values)
+
+
+async def seed(
+    runtime: Runtime,
+    lockers: int,
+    prefix: str,
+    layout: list[CompartmentSpec],
+    couriers: int = 0,
+) -> County:
+    plan = small_county_plan(lockers, prefix, layout)
+    plan.users.extend(UserPlan(f"c{n:03d}", Role.COURIER, carrier="sf") for n in range(couriers))
+    return await build_county(runtime, plan)
+
+
+async def wait_for(
+    check: Callable[[], Any], limit: float, what: str, interval: float = 0.1
+) -> float:
+    """Poll ``check`` (plain or async) until truthy; return the time.monotonic() it was."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {limit:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def scalar(url_db: Any, sql: str, **params: Any) -> Any:
+    async with url_db.engine.connect() as connection:
+        return (await connection.execute(text(sql), params)).scalar()
+
+
+def git_commit() -> str:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    return "unknown"
+
+
+def spawn(target: Callable[..., None], *args: Any) -> tuple[SpawnProcess, Connection]:
+    """Start ``target(*args, conn)`` in a fresh interpreter; return it and our end of a pipe."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, args=(*args, theirs), daemon=True)
+    process.start()
+    return process, ours
+
+
+def expect(conn: Connection, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"no answer from {what} within {timeout:.0f} s")
+    return conn.recv()
+
+
+# --- (a) deposit round trip -----------------------------------------------------------------
+
+
+class NotifiedPoller:
+    """Reads the database every 5 ms for parcels that reached ``notified``."""
+
+    def __init__(self, url: str) -> None:
+        self.db = open_database(url)
+        self.waiting: dict[int, asyncio.Future[tuple[float, datetime]]] = {}
+        self.polls = 0
+
+    def watch(self, parcel_id: int) -> asyncio.Future[tuple[float, datetime]]:
+        future: asyncio.Future[tuple[float, datetime]] = asyncio.get_running_loop().create_future()
+        self.waiting[parcel_id] = future
+        return future
+
+    async def run(self) -> None:
+        while True:
+            if self.waiting:
+                ids = list(self.waiting)
+                async with self.db.engine.connect() as connection:
+                    rows = (
+                        await connection.execute(
+                            select(Parcel.id, Parcel.state_changed_at).where(
+                                Parcel.id.in_(ids), Parcel.state == "notified"
+                            )
+                        )
+                    ).all()
+                seen = time.perf_counter()
+                self.polls += 1
+                for parcel_id, changed_at in rows:
+                    future = self.waiting.pop(parcel_id, None)
+                    if future is not None and not future.done():
+                        future.set_result((seen, changed_at))
+            await asyncio.sleep(0.005)
+
+
+def wall(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+DEPOSIT_KEYS = (
+    "api",
+    "command_at_locker",
+    "release",
+    "stored_after_release",
+    "total",
+    "system",
+    "total_by_controller_clock",
+)
+
+
+async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any]:
+    """Three loads on one controller: one courier alone (where the time goes), 50 couriers
+    pausing 1-3 s between deposits (a busy depot), and 50 couriers back to back (saturation)."""
+    lockers, couriers = 200, 50
+    scenarios = [
+        ("one_courier", 1, 10 if quick else 30, (0, 0)),
+        ("paced_50", couriers, 3 if quick else 8, (1000, 3000)),
+        ("back_to_back_50", couriers, 3 if quick else 8, (0, 0)),
+    ]
+    secret = secrets.token_hex(32)
+    root = f"bench-{uuid.uuid4().hex[:8]}/v1"
+    result: dict[str, Any] = {
+        "lockers": lockers,
+        "attendant": "zero human delays (Delays((0,0),(0,0),(0,0),(0,0)))",
+        "notified_poll_interval_ms": 5,
+        "simulated_lock_actuation_ms": LOCK_ACTUATION_MS,
+    }
+    async with pg_schema(base) as url:
+        with mosquitto() as broker:
+            settings = make_settings(settings_kwargs(url, broker.port, root, secret))
+            runtime = build_runtime(settings)
+            started = time.monotonic()
+            county = await seed(runtime, lockers, "DL", DEFAULT_LAYOUT, couriers)
+            result["seed_seconds"] = round(time.monotonic() - started, 1)
+            specs = [locker_spec(c, DEFAULT_LAYOUT) for c in county.lockers.values()]
+            options = FleetOptions(topic_root=root, attendant=AttendantPolicy(delays=INSTANT))
+            fleet = MqttFleet(specs, broker.address, options)
+            released: dict[tuple[str, str], float] = {}
+
+            def observe(locker: Locker, release: Release) -> None:
+                released[locker.locker_id, release.compartment] = time.perf_counter()
+
+            for locker in fleet.lockers.values():
+                locker.observers.append(observe)
+            poller = NotifiedPoller(url)
+            check = open_database(url)
+            conflicts = 0
+            with fleet:
+                async with (
+                    serve_http(runtime, start=True) as base_url,
+                    httpx.AsyncClient(
+                        base_url=base_url,
+                        timeout=30,
+                        limits=httpx.Limits(max_connections=couriers * 2),
+                    ) as api,
+                ):
+                    await wait_for(
+                        lambda: _count_online(check, lockers), 60, "every locker online", 0.2
+                    )
+                    poll_task = asyncio.create_task(poller.run())
+                    locker_ids = sorted(county.lockers)
+                    counter = iter(range(10**9))
+
+                    async def courier(
+                        n: int, rounds: int, think: tuple[int, int], samples: list[dict[str, float]]
+                    ) -> None:
+                        nonlocal conflicts
+                        token = county.tokens[f"c{n:03d}"]
+                        rng = random.Random(n * 7919 + len(samples))
+                        for _ in range(rounds):
+                            await asyncio.sleep(rng.randint(*think) / 1000)
+                            while True:
+                                number = next(counter)
+                                body = {
+                                    "tracking_number": f"SF{9_000_000_000 + number}",
+                                    "locker_id": rng.choice(locker_ids),
+                                    "size": rng.choice("SSMML"),
+                                    "recipient_phone": f"135{number:08d}",
+                                    "consent_method": "sms_reply",
+                                }
+                                t0, w0 = time.perf_counter(), time.time()
+                                response = await api.post(
+                                    "/api/v1/deposits",
+                                    headers={"Authorization": f"Bearer {token}"},
+                                    json=body,
+                                )
+                                if response.status_code == 409:
+                                    conflicts += 1
+                                    continue
+                                if response.status_code != 201:
+                                    raise RuntimeError(f"deposit: {response.text}")
+                                break
+                            t_api = time.perf_counter()
+                            parcel = response.json()["parcel"]
+                            seen, changed_at = await asyncio.wait_for(
+                                poller.watch(parcel["id"]), 30
+                            )
+                            t_rel = released.pop((body["locker_id"], parcel["compartment"]), seen)
+                            samples.append(
+                                {
+                                    "api": (t_api - t0) * 1000,
+                                    "release": (t_rel - t0) * 1000,
+                                    "stored_after_release": (seen - t_rel) * 1000,
+                                    "total": (seen - t0) * 1000,
+                                    "total_by_controller_clock": (wall(changed_at) - w0) * 1000,
+                                    # The simulated solenoid takes LOCK_ACTUATION_MS between
+                                    # the command and "lock released": hardware, not system.
+                                    "command_at_locker": (t_rel - t0) * 1000 - LOCK_ACTUATION_MS,
+                                    "system": (seen - t0) * 1000 - LOCK_ACTUATION_MS,
+                                }
+                            )
+
+                    warmup: list[dict[str, float]] = []
+                    await asyncio.gather(*(courier(n, 1, (0, 500), warmup) for n in range(10)))
+                    profiler = cProfile.Profile() if profile else None
+                    for name, count, rounds, think in scenarios:
+                        samples: list[dict[str, float]] = []
+                        if profiler is not None and name == "back_to_back_50":
+                            profiler.enable()
+                        measured = time.monotonic()
+                        await asyncio.gather(
+                            *(courier(n, rounds, think, samples) for n in range(count))
+                        )
+                        elapsed = time.monotonic() - measured
+                        if profiler is not None and name == "back_to_back_50":
+                            profiler.disable()
+                            result["profile"] = str(write_profile(profiler, "deposit"))
+                        one: dict[str, Any] = {
+                            "couriers": count,
+                            "think_ms": list(think),
+                            "deposits": len(samples),
+                            "seconds": round(elapsed, 2),
+                            "deposits_per_s": round(len(samples) / elapsed, 1),
+                        }
+                        for key in DEPOSIT_KEYS:
+                            one[f"{key}_ms"] = percentiles([s[key] for s in samples])
+                        result[name] = one
+                        print_deposit(name, one)
+                    poll_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poll_task
+                    result["conflicts_409"] = conflicts
+                    if runtime.bridge is not None:
+                        result["ingest_batches"] = runtime.bridge.stats.batches
+            await runtime.stop()
+            await poller.db.dispose()
+            await check.dispose()
+    return result
+
+
+def write_profile(profiler: cProfile.Profile, what: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = RESULTS / f"controller-{what}-profile-{stamp}.txt"
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(80)
+    path.write_text(out.getvalue())
+    return path
+
+
+def print_deposit(name: str, d: dict[str, Any]) -> None:
+    def pair(key: str) -> str:
+        return f"{d[key + '_ms']['p50']}/{d[key + '_ms']['p99']}"
+
+    print(
+        f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
+        f"total {pair('total')} (system, without the {LOCK_ACTUATION_MS} ms simulated lock "
+        f"actuation: {pair('system')}); API answer {pair('api')}, command at the locker "
+        f"{pair('command_at_locker')}, door events stored after release "
+        f"{pair('stored_after_release')}",
+        flush=True,
+    )
+
+
+async def _count_online(db: Any, want: int) -> bool:
+    online = await scalar(db, "SELECT count(*) FROM lockers WHERE online")
+    return int(online or 0) >= want
+
+
+# --- (b) event ingest -----------------------------------------------------------------------
+
+
+def _event_data(seq: int) -> EventData:
+    if seq % 3 == 0:
+        return OccupancyChanged("A01", occupied=seq % 2 == 0)
+    if seq % 3 == 1:
+        return PowerChanged(PowerSource.MAINS, 100)
+    return CodeRejected(attempts=1)
+
+
+def build_events(
+    root: str, lockers: list[str], boot: int, per_locker: int
+) -> list[tuple[str, bytes]]:
+    """Every locker's events 1..per_locker, interleaved across lockers as a fleet sends them."""
+    layout = TopicLayout(root)
+    topics = {lid: layout.locker(lid, Channel.EVENT) for lid in lockers}
+    now = int(time.time() * 1000)
+    out = []
+    for seq in range(1, per_locker + 1):
+        for lid in lockers:
+            event = Event.of(lid, boot, seq, now + seq, _event_data(seq))
+            out.append((topics[lid], encode(event)))
+    return out
+
+
+def _paho(name: str) -> mqtt.Client:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=name,
+        protocol=MQTTProtocolVersion.MQTTv311,
+        clean_session=True,
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def _ack_checker(url: str, checks: queue.Queue[tuple[str, int, int, int] | None],
+                 result: dict[str, int]) -> None:  # fmt: skip
+    """Thread: for each sampled ack, count the acknowledged rows in the database."""
+
+    async def run() -> None:
+        db = open_database(url)
+        try:
+            while True:
+                item = await asyncio.to_thread(checks.get)
+                if item is None:
+                    return
+                locker_id, boot, first, last = item
+                stored = await scalar(
+                    db,
+                    "SELECT count(*) FROM device_messages WHERE locker_id = :l AND boot_id = :b "
+                    "AND seq BETWEEN :f AND :t",
+                    l=locker_id,
+                    b=boot,
+                    f=first,
+                    t=last,
+                )
+                result["checked"] += 1
+                if int(stored or 0) < last - first + 1:
+                    result["violations"] += 1
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+
+
+def publisher_main(port: int, root: str, lockers: list[str], boot: int, per_locker: int,
+                   clients: int, url: str, conn: Connection) -> None:  # fmt: skip
+    """Child process: publish the pre-built events; listen to the acks and check a sample."""
+    events = build_events(root, lockers, boot, per_locker)
+    lock = threading.Lock()
+    counts = {"pubacks": 0, "acks": 0, "acked_seqs": 0}
+    last_puback = [0.0]
+    acked: dict[str, set[int]] = {}
+    check_result = {"checked": 0, "violations": 0}
+    checks: queue.Queue[tuple[str, int, int, int] | None] = queue.Queue()
+
+    def on_publish(*_: Any) -> None:
+        with lock:
+            counts["pubacks"] += 1
+            last_puback[0] = time.time()
+
+    def on_ack(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        ack = json.loads(message.payload)
+        if ack.get("boot_id") != boot:
+            return
+        mine = acked.setdefault(ack["locker_id"], set())
+        for r in ack["ranges"]:
+            mine.update(range(r["first"], r["last"] + 1))
+        counts["acks"] += 1
+        if counts["acks"] % 10 == 1:
+            last = ack["ranges"][-1]
+            checks.put((ack["locker_id"], boot, last["first"], last["last"]))
+
+    checker = threading.Thread(target=_ack_checker, args=(url, checks, check_result), daemon=True)
+    checker.start()
+    listener = _paho(f"bench-acks-{boot}-{os.getpid()}")
+    listener.on_message = on_ack
+    listener.connect("127.0.0.1", port)
+    listener.subscribe(f"{root}/locker/+/ack", qos=1)
+    listener.loop_start()
+    publishers = []
+    for n in range(clients):
+        client = _paho(f"bench-pub-{boot}-{n}-{os.getpid()}")
+        client.on_publish = on_publish
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        publishers.append(client)
+    time.sleep(0.5)
+    conn.send("ready")
+    conn.recv()  # go
+    started = time.time()
+    for n, (topic, payload) in enumerate(events):
+        publishers[n % clients].publish(topic, payload, qos=1)
+    while counts["pubacks"] < len(events) and time.time() - started < 300:
+        time.sleep(0.01)
+    conn.send({"publish_started": started, "last_puback": last_puback[0]})
+    conn.recv()  # finish: wait for the outstanding acks
+    deadline = time.time() + 20
+    while time.time() < deadline and sum(len(s) for s in acked.values()) < len(events):
+        time.sleep(0.1)
+    checks.put(None)
+    checker.join(30)
+    for client in [*publishers, listener]:
+        client.loop_stop()
+        client.disconnect()
+    conn.send(
+        {
+            "published": len(events),
+            "pubacks": counts["pubacks"],
+            "acks": counts["acks"],
+            "acked_seqs": sum(len(s) for s in acked.values()),
+            "ack_checks": check_result["checked"],
+            "acked_before_stored": check_result["violations"],
+        }
+    )
+
+
+def bare_main(port: int, root: str, expected: int, conn: Connection) -> None:
+    """Child process: a bare paho subscriber draining the event stream (QoS 1)."""
+    seen = {"n": 0, "first": 0.0, "last": 0.0}
+    subscribed = threading.Event()
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        if seen["n"] == 0:
+            seen["first"] = now
+        seen["n"] += 1
+        seen["last"] = now
+
+    client = _paho(f"bench-bare-{os.getpid()}")
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe(f"{root}/locker/+/event", qos=1)
+    client.loop_start()
+    subscribed.wait(10)
+    conn.send("ready")
+    while seen["n"] < expected and not conn.poll(0.05):
+        pass
+    client.loop_stop()
+    client.disconnect()
+    conn.send({"received": seen["n"], "first": seen["first"], "last": seen["last"]})
+
+
+def replica_main(kwargs: dict[str, Any], profile: str, conn: Connection) -> None:
+    """Child process: one controller replica (the bridge and the background loops)."""
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+    asyncio.run(_replica(kwargs, conn))
+    if profile:
+        profiler.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(60)
+        Path(profile).write_text(out.getvalue())
+
+
+async def _replica(kwargs: dict[str, Any], conn: Connection) -> None:
+    runtime = build_runtime(make_settings(kwargs))
+    await runtime.start()
+    bridge = runtime.bridge
+    assert bridge is not None
+    await wait_for(lambda: bridge.stats.connected, 30, "the bridge connected")
+    conn.send("ready")
+    await asyncio.to_thread(conn.recv)
+    s = bridge.stats
+    report = {
+        "instance": kwargs["instance_id"],
+        "received": s.received,
+        "stored": s.stored,
+        "duplicates": s.duplicates,
+        "rejected": s.rejected,
+        "batches": s.batches,
+        "acks_published": s.acks_published,
+        "mean_batch": round(s.received / s.batches, 1) if s.batches else 0,
+    }
+    await runtime.stop()
+    conn.send(report)
+
+
+async def ingest_phase(
+    url: str, port: int, root: str, secret: str, lockers: list[str], boot: int,
+    per_locker: int, replicas: int, profile: str,
+) -> dict[str, Any]:  # fmt: skip
+    total = len(lockers) * per_locker
+    children: list[tuple[SpawnProcess, Connection]] = []
+    for n in range(replicas):
+        kwargs = settings_kwargs(url, port, root, secret, f"bench-replica-{n + 1}")
+        children.append(spawn(replica_main, kwargs, profile if n == 0 else ""))
+    for _, conn in children:
+        expect(conn, 60, "a replica")
+    bare, bare_conn = spawn(bare_main, port, root, total)
+    pub, pub_conn = spawn(publisher_main, port, root, lockers, boot, per_locker, 4, url)
+    expect(bare_conn, 30, "the bare subscriber")
+    expect(pub_conn, 120, "the publisher")
+    db = open_database(url)
+    try:
+        pub_conn.send("go")
+        go = time.time()
+        sql = "SELECT count(*) FROM device_messages WHERE boot_id = :b"
+        stored_at = go
+        stored = 0
+        deadline = time.monotonic() + 60 + total / 1000
+        while time.monotonic() < deadline:
+            stored = int(await scalar(db, sql, b=boot) or 0)
+            stored_at = time.time()
+            if stored >= total:
+                break
+            await asyncio.sleep(0.05)
+        published = expect(pub_conn, 300, "the publisher")
+        bare_report = expect(bare_conn, 60, "the bare subscriber")
+        pub_conn.send("finish")
+        pub_report = expect(pub_conn, 60, "the publisher")
+        replica_reports = []
+        for _, conn in children:
+            conn.send("stop")
+            replica_reports.append(expect(conn, 60, "a replica"))
+    finally:
+        await db.dispose()
+        for process in [p for p, _ in children] + [bare, pub]:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+    start = published["publish_started"]
+    durable_s = stored_at - start
+    bare_s = bare_report["last"] - start
+    durable_rate = stored / durable_s if durable_s > 0 else 0.0
+    bare_rate = bare_report["received"] / bare_s if bare_s > 0 else 0.0
+    return {
+        "replicas": replicas,
+        "lockers": len(lockers),
+        "events": total,
+        "stored": stored,
+        "publish_rate": round(total / max(published["last_puback"] - start, 1e-9)),
+        "durable_rate": round(durable_rate),
+        "durable_seconds": round(durable_s, 2),
+        "bare_rate": round(bare_rate),
+        "bare_received": bare_report["received"],
+        "durable_over_bare": round(durable_rate / bare_rate, 2) if bare_rate else None,
+        "publisher": pub_report,
+        "replica_reports": replica_reports,
+    }
+
+
+async def bench_ingest(base: str, quick: bool, profile: bool) -> dict[str, Any]:
+    lockers, per_locker = (200, 100) if quick else (1000, 100)
+    secret = secrets.token_hex(32)
+    root = f"bench-{uuid.uuid4().hex[:8]}/v1"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    async with pg_schema(base) as url:
+        with mosquitto() as broker:
+            runtime = build_runtime(make_settings(settings_kwargs(url, broker.port, root, secret)))
+            county = await seed(runtime, lockers, "IN", SMALL_LAYOUT)
+            await runtime.stop()
+            ids = sorted(county.lockers)
+            phases = []
+            for boot, replicas in ((1, 1), (2, 2)):
+                path = ""
+                if profile and replicas == 1:
+                    RESULTS.mkdir(parents=True, exist_ok=True)
+                    path = str(RESULTS / f"controller-ingest-profile-{stamp}.txt")
+                phase = await ingest_phase(
+                    url, broker.port, root, secret, ids, boot, per_locker, replicas, path
+                )
+                if path:
+                    phase["profile"] = path
+                phases.append(phase)
+                print_ingest(phase)
+    return {"single": phases[0], "two_replicas": phases[1]}
+
+
+def print_ingest(phase: dict[str, Any]) -> None:
+    shares = ", ".join(f"{r['instance']} stored {r['stored']}" for r in phase["replica_reports"])
+    pub = phase["publisher"]
+    print(
+        f"  ingest x{phase['replicas']}: {phase['stored']}/{phase['events']} stored, "
+        f"durable {phase['durable_rate']}/s, bare {phase['bare_rate']}/s "
+        f"(ratio {phase['durable_over_bare']}), published {phase['publish_rate']}/s; "
+        f"acks {pub['acks']} covering {pub['acked_seqs']} seqs, "
+        f"{pub['acked_before_stored']} of {pub['ack_checks']} sampled acks ahead of the rows; "
+        f"{shares}",
+        flush=True,
+    )
+
+
+# --- (c) reconnect storm --------------------------------------------------------------------
+
+
+def fleet_main(specs: list[LockerSpec], port: int, root: str, conn: Connection) -> None:
+    """Child process: a fleet of lockers answering commands from the benchmark over a pipe."""
+    from protocol.urls import BrokerAddress
+
+    options = FleetOptions(
+        topic_root=root,
+        keepalive_s=30,
+        attendant=None,
+        connect_window=1000,
+        reconnect_min_ms=500,
+        reconnect_max_ms=4_000,
+    )
+    fleet = MqttFleet(specs, BrokerAddress("127.0.0.1", port), options)
+
+    def snapshot() -> dict[str, int]:
+        views = [locker.view() for locker in fleet.lockers.values()]
+        stats = fleet._stats()
+        return {
+            "connected": fleet.connected_count(),
+            "pending": sum(v.pending_events for v in views),
+            "in_flight": sum(v.in_flight for v in views),
+            "with_pending": sum(1 for v in views if v.pending_events),
+            "connacks": stats.connacks,
+            "reconnects": stats.reconnects,
+            "errors": stats.errors,
+        }
+
+    def wrong_codes(times: int) -> int:
+        for locker in fleet.lockers.values():
+            for _ in range(times):
+                locker.keypad_enter("000000")
+        return times * len(fleet.lockers)
+
+    with fleet:
+        conn.send("started")
+        while True:
+            command, arg = conn.recv()
+            if command == "stats":
+                conn.send(fleet.run(snapshot, timeout=60))
+            elif command == "wrong_codes":
+                conn.send(fleet.run(functools.partial(wrong_codes, int(arg)), timeout=60))
+            else:
+                break
+    conn.send("stopped")
+
+
+async def bench_storm(base: str, quick: bool) -> dict[str, Any]:
+    lockers = 500 if quick else 5000
+    outage_s = 5.0 if quick else 10.0
+    buffered_per_locker = 3
+    secret = secrets.token_hex(32)
+    root = f"bench-{uuid.uuid4().hex[:8]}/v1"
+    result: dict[str, Any] = {"lockers": lockers, "outage_s": outage_s}
+    async with pg_schema(base) as url:
+        with mosquitto() as broker:
+            runtime = build_runtime(make_settings(settings_kwargs(url, broker.port, root, secret)))
+            started = time.monotonic()
+            county = await seed(runtime, lockers, "ST", SMALL_LAYOUT)
+            result["seed_seconds"] = round(time.monotonic() - started, 1)
+            print(
+                f"  storm: {lockers} lockers registered in {result['seed_seconds']} s", flush=True
+            )
+            specs = [locker_spec(c, SMALL_LAYOUT) for c in county.lockers.values()]
+            db = open_database(url)
+            await runtime.start()
+            fleet, conn = spawn(fleet_main, specs, broker.port, root)
+            try:
+                await asyncio.to_thread(expect, conn, 120, "the fleet")
+                t0 = time.monotonic()
+
+                def ask_stats() -> dict[str, int]:
+                    conn.send(("stats", None))
+                    answer: dict[str, int] = expect(conn, 120, "the fleet")
+                    return answer
+
+                async def fleet_stats() -> dict[str, int]:
+                    # In a thread: the controller runs on this event loop meanwhile.
+                    return await asyncio.to_thread(ask_stats)
+
+                await wait_for(lambda: _count_online(db, lockers), 300, "every locker online", 0.5)
+                result["initial_connect_s"] = round(time.monotonic() - t0, 1)
+                async with db.engine.connect() as connection:
+                    before: dict[str, int] = dict(
+                        (
+                            await connection.execute(
+                                text("SELECT id, presence_connection FROM lockers")
+                            )
+                        ).all()
+                    )
+
+                async def buffers_empty() -> bool:
+                    return (await fleet_stats())["pending"] == 0
+
+                async def disconnected() -> bool:
+                    return (await fleet_stats())["connected"] == 0
+
+                await wait_for(buffers_empty, 120, "initial buffers empty", 0.5)
+                print(f"  storm: all online after {result['initial_connect_s']} s", flush=True)
+
+                broker.stop()
+                stopped = time.monotonic()
+                await wait_for(disconnected, 60, "fleet disconnected", 0.2)
+                conn.send(("wrong_codes", buffered_per_locker))
+                result["buffered_events"] = await asyncio.to_thread(expect, conn, 120, "the fleet")
+                async with db.engine.begin() as connection:
+                    await connection.execute(
+                        text("UPDATE lockers SET code_cache_version = code_cache_version + 1")
+                    )
+                await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - stopped)))
+                broker.start()
+                restarted = time.monotonic()
+                milestones: dict[str, float] = {}
+                trace: list[dict[str, Any]] = []
+                deadline = restarted + 180
+                while time.monotonic() < deadline:
+                    fs = await fleet_stats()
+                    async with db.engine.connect() as connection:
+                        rows = (
+                            await connection.execute(
+                                text(
+                                    "SELECT id, online, presence_connection, "
+                                    "code_cache_reported = code_cache_version FROM lockers"
+                                )
+                            )
+                        ).all()
+                    on_new = sum(1 for r in rows if r[1] and r[2] > before[r[0]])
+                    synced = sum(1 for r in rows if r[3])
+                    now = time.monotonic() - restarted
+                    point = {"t": round(now, 1), "db_online_new_connection": on_new,
+                             "code_cache_synced": synced, **fs}  # fmt: skip
+                    trace.append(point)
+                    for name, done in (
+                        ("fleet_connected", fs["connected"] == lockers),
+                        ("db_online", on_new == lockers),
+                        ("codes_synced", synced == lockers),
+                        ("buffers_empty", fs["pending"] == 0 and fs["in_flight"] == 0),
+                    ):
+                        if done and name not in milestones:
+                            milestones[name] = round(now, 1)
+                    if len(milestones) == 4:
+                        break
+                    await asyncio.sleep(0.5)
+                result["milestones_s_after_restart"] = milestones
+                result["whole_s_after_restart"] = (
+                    max(milestones.values()) if len(milestones) == 4 else None
+                )
+                result["trace"] = trace
+                bridge = runtime.bridge
+                if bridge is not None:
+                    s = bridge.stats
+                    result["bridge"] = {
+                        "received": s.received, "stored": s.stored, "batches": s.batches,
+                        "connects": s.connects, "commands_published": s.commands_published,
+                        "acks_published": s.acks_published,
+                    }  # fmt: skip
+                conn.send(("stop", None))
+                expect(conn, 60, "the fleet")
+            finally:
+                fleet.join(20)
+                if fleet.is_alive():
+                    fleet.kill()
+                await runtime.stop()
+                await db.dispose()
+    return result
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--only", choices=["deposit", "ingest", "storm"], action="append")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", PG_DEFAULT))
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the single ingest replica and the back-to-back deposits",
+    )
+    args = parser.parse_args(argv)
+    # aiomqtt warns about every publish queued behind others; the figures say it better.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    which = args.only or ["deposit", "ingest", "storm"]
+    report: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+    }
+    if "deposit" in which:
+        print("deposit round trip ...", flush=True)
+        report["deposit"] = asyncio.run(bench_deposits(args.database_url, args.quick, args.profile))
+    if "ingest" in which:
+        print("event ingest ...", flush=True)
+        report["ingest"] = asyncio.run(bench_ingest(args.database_url, args.quick, args.profile))
+    if "storm" in which:
+        print("reconnect storm ...", flush=True)
+        s = asyncio.run(bench_storm(args.database_url, args.quick))
+        report["storm"] = s
+        print(
+            f"  {s['lockers']} lockers, {s.get('buffered_events')} buffered events, outage "
+            f"{s['outage_s']} s: whole {s['whole_s_after_restart']} s after the restart "
+            f"{s['milestones_s_after_restart']}",
+            flush=True,
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"controller-{'quick-' if args.quick else ''}{report['started'][:19]}.json"
+    path = RESULTS / name.replace(":", "")
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
