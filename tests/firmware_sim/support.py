@@ -218,3 +218,24 @@ class Desk:
         command = self.signer.command(self.locker.locker_id, args, **kw)
         self.locker.receive(Channel.COMMAND, encode(command))
         return command
+
+
+def slam(label: str) -> Callable[[Locker], None]:
+    """Someone forces the door of ``label`` open and shuts it again."""
+
+    def act(locker: Locker) -> None:
+        locker.open_door(label)
+        locker.close_door(label)
+
+    return act
+
+
+def stock(label: str) -> Callable[[Locker], None]:
+    """A technician opens ``label`` with the service key, puts a parcel in, shuts it."""
+
+    def act(locker: Locker) -> None:
+        locker.open_door(label)
+        locker.put_item(label)
+        locker.close_door(label)
+
+    return act
