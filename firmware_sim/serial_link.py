@@ -38,6 +38,7 @@ from firmware_sim.clock import Clock, SystemClock
 from firmware_sim.faults import Fault, FaultInjector, FaultPlan
 from firmware_sim.locker import Locker
 from firmware_sim.netloop import NetLoop
+from firmware_sim.outbox import OutboxLimits
 from firmware_sim.people import AttendantPolicy, People
 from firmware_sim.settings import Settings
 from firmware_sim.spec import LockerSpec
@@ -114,11 +115,12 @@ class SerialLocker:
         baudrate: int = DEFAULT_BAUDRATE,
         attendant: AttendantPolicy | None = None,
         faults: FaultPlan | None = None,
+        limits: OutboxLimits | None = None,
         seed: int = 0,
     ) -> None:
         self.clock = clock or SystemClock()
         self.port: BytePort = open_port(port, baudrate) if isinstance(port, str) else port
-        self.locker = Locker(spec, self.clock, store, settings=settings)
+        self.locker = Locker(spec, self.clock, store, settings=settings, limits=limits)
         self.loop = NetLoop(clock=self.clock, connect_workers=0, name="locker-sim-serial")
         self.agenda = Agenda()
         self.people = People(self.agenda, self.clock, seed)
