@@ -9,6 +9,7 @@ lockers' buffers are empty.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -168,5 +169,63 @@ def test_a_network_drop_shows_as_the_last_will_and_the_locker_comes_back(
             forced = [e.data for e in unique_events(controller.of(lid))]
             assert forced.count(DoorForced("A03")) == 1
             assert_complete(controller.of(lid))
+    finally:
+        controller.close()
+
+
+def test_each_locker_fault_reaches_the_controller_as_the_events_that_reveal_it(
+    mqtt_broker: BrokerAddress, topic_root: str
+) -> None:
+    from firmware_sim.spec import generated_spec
+    from protocol.messages import OpenCompartment, OpenPurpose, Telemetry
+
+    controller = Observer(mqtt_broker, topic_root, acker=Signer(SEED))
+    signer = Signer(SEED)
+    specs = [
+        dataclasses.replace(generated_spec(f"FLT-{n}", SEED, model="LF-24C"), battery_backup_s=3600)
+        for n in range(1, 8)
+    ]
+    jam, stuck, warm, power, skew, boot, cut = (s.locker_id for s in specs)
+    minute = 60_000
+    faults = {
+        jam: Fault(FaultKind.DOOR_JAM, duration_ms=minute, compartment="A01"),
+        stuck: Fault(FaultKind.STUCK_SENSOR, duration_ms=1_000, compartment="A01"),
+        warm: Fault(
+            FaultKind.TEMPERATURE_EXCURSION,
+            duration_ms=minute,
+            compartment="C05",
+            rise_deci_c_per_min=6_000,
+        ),
+        power: Fault(FaultKind.POWER_LOSS, duration_ms=1_000),
+        skew: Fault(FaultKind.CLOCK_SKEW, duration_ms=minute, skew_ms=3_600_000),
+        boot: Fault(FaultKind.REBOOT),
+        cut: Fault(FaultKind.POWER_LOSS, duration_ms=1_000, battery=False),
+    }
+
+    def kinds(locker_id: str) -> list[str]:
+        return [e.event.value for e in unique_events(controller.of(locker_id))]
+
+    try:
+        with MqttFleet(specs, mqtt_broker, options(topic_root)) as fleet:
+            assert fleet.wait_connected(20)
+            for locker_id, fault in faults.items():
+                assert fleet.inject(locker_id, fault)
+            opener = OpenCompartment("A01", OpenPurpose.DEPOSIT)
+            controller.send(jam, Channel.COMMAND, encode(signer.command(jam, opener)))
+            wait_for(lambda: "door_jammed" in kinds(jam), 20, "the jam")
+            wait_for(lambda: kinds(stuck) == ["sensor_fault", "sensor_recovered"], 20, "sensor")
+            wait_for(lambda: "temperature_excursion" in kinds(warm), 20, "the excursion")
+            wait_for(lambda: kinds(power) == ["power_changed", "power_changed"], 20, "mains")
+            wait_for(lambda: {b.boot_id for b in controller.of(boot, Birth)} == {1, 2}, 20)
+            wait_for(lambda: {b.boot_id for b in controller.of(cut, Birth)} == {1, 2}, 20)
+
+            def skewed() -> bool:
+                stamps = [m.ts for m in controller.of(skew, Telemetry) if isinstance(m, Telemetry)]
+                return any(ts - signer.now() > 3_000_000 for ts in stamps)
+
+            wait_for(skewed, 20, "timestamps an hour ahead")
+            # Afterwards: the power cut without battery was seen as the last will, then a boot.
+            presences = [m.state for m in controller.of(cut, Presence) if isinstance(m, Presence)]
+            assert PresenceState.OFFLINE in presences and presences[-1] is PresenceState.ONLINE
     finally:
         controller.close()
