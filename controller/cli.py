@@ -125,6 +125,35 @@ async def _token_issue(args: argparse.Namespace) -> None:
         await runtime.stop()
 
 
+async def _broker_config(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from controller.runtime import build_runtime
+    from controller.services.broker_config import write_mosquitto
+    from protocol.urls import parse_broker_url
+
+    settings = _settings(args)
+    broker = parse_broker_url(settings.mqtt_url)
+    if not broker.username or not broker.password:
+        raise UserError(
+            "give the controller's broker user and password in the MQTT URL "
+            "(--mqtt-url mqtt://controller:PASSWORD@host:1883 or LOCKERFLEET_MQTT_URL)"
+        )
+    runtime = build_runtime(settings)
+    try:
+        written = await write_mosquitto(
+            runtime.ctx, Path(args.out), controller_user=broker.username,
+            controller_password=broker.password, port=args.listen_port,
+            config_dir=args.config_dir, run_as=args.run_as,
+        )  # fmt: skip
+    finally:
+        await runtime.stop()
+    print(
+        f"wrote {', '.join(str(f) for f in written.files)} ({written.lockers} lockers); "
+        "reload Mosquitto (SIGHUP) to apply"
+    )
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -189,6 +218,25 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--user-id", type=int, required=True)
     issue.add_argument("--label", default="cli")
     issue.set_defaults(run_async=_token_issue)
+
+    broker = sub.add_parser("broker-config", help="broker access control from the database")
+    broker_sub = broker.add_subparsers(dest="broker_kind", required=True, metavar="BROKER")
+    mosquitto = broker_sub.add_parser(
+        "mosquitto", help="write passwd, acl and mosquitto.conf (no anonymous access)"
+    )
+    _add_database(mosquitto)
+    _add_mqtt(mosquitto)
+    mosquitto.add_argument("--out", required=True, help="directory to write the files into")
+    mosquitto.add_argument(
+        "--listen-port", type=int, default=1883, help="the listener's port (1883)"
+    )
+    mosquitto.add_argument(
+        "--config-dir", help="where the broker finds passwd and acl (default: --out)"
+    )
+    mosquitto.add_argument(
+        "--run-as", help="system user Mosquitto runs as when started as root (it must own passwd)"
+    )
+    mosquitto.set_defaults(run_async=_broker_config)
 
     from controller.demo.run import add_parser as add_demo
     from controller.scenarios.cli import add_parser as add_scenario
