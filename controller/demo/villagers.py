@@ -17,12 +17,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from firmware_sim.cabinet import PhysicalActionError
 from firmware_sim.fleet import MqttFleet
 from firmware_sim.people import Delays
 
 log = logging.getLogger("lockerfleet.sms")
 
 _CODE = re.compile(r"(取件码|投件码)([0-9]{6})")
+_COMPARTMENT = re.compile(r"([A-Za-z0-9]{1,8})号格口")
 
 
 class FleetSource(Protocol):
@@ -63,22 +65,35 @@ class VillagerSender:
             return
         delay = self._rng.uniform(*self.come_after_s)
         kind, code = match.groups()
-        task = asyncio.create_task(self._visit(locker_id, code, kind == "投件码", delay))
+        where = _COMPARTMENT.search(body)
+        label = where.group(1) if kind == "投件码" and where else None
+        task = asyncio.create_task(self._visit(locker_id, code, label, delay))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _visit(self, locker_id: str, code: str, drop_off: bool, delay: float) -> None:
+    async def _visit(self, locker_id: str, code: str, drop_off: str | None, delay: float) -> None:
+        """Go to the locker after ``delay``; ``drop_off`` is the compartment the text named
+        for produce going out (None: a parcel to pick up)."""
         await asyncio.sleep(delay)
         fleet = self.fleet_of.fleet
         if fleet is None:
             return
+        try:
+            await self._at_the_keypad(fleet, locker_id, code, drop_off)
+        except PhysicalActionError as exc:  # somebody else's door, a full compartment, ...
+            self.counts["could_not"] += 1
+            log.info("villager at %s could not: %s", locker_id, exc)
+
+    async def _at_the_keypad(
+        self, fleet: MqttFleet, locker_id: str, code: str, drop_off: str | None
+    ) -> None:
         if self._rng.random() < self.mistype:
             wrong = f"{(int(code) + 1) % 1_000_000:06d}"
             await asyncio.to_thread(fleet.keypad_enter, locker_id, wrong)
             self.counts["mistyped"] += 1
             await asyncio.sleep(3)
-        if drop_off:
-            await self._drop_off(fleet, locker_id, code)
+        if drop_off is not None:
+            await self._drop_off(fleet, locker_id, code, drop_off)
         else:
             locker = fleet.lockers[locker_id]
             await asyncio.to_thread(
@@ -86,26 +101,23 @@ class VillagerSender:
             )
             self.counts["pickups_started"] += 1
 
-    async def _drop_off(self, fleet: MqttFleet, locker_id: str, code: str) -> None:
-        """A farmer types the drop-off code, puts the produce in and closes the door."""
-        before = await asyncio.to_thread(fleet.view, locker_id)
+    async def _drop_off(self, fleet: MqttFleet, locker_id: str, code: str, label: str) -> None:
+        """A farmer types the drop-off code, and once the named compartment's lock releases,
+        puts the produce in and closes the door."""
         await asyncio.to_thread(fleet.keypad_enter, locker_id, code)
         for _ in range(100):
             view = await asyncio.to_thread(fleet.view, locker_id)
-            released = [c for c in view.released if c not in before.released]
-            if released:
-                await self._fill(fleet, locker_id, released[0])
+            if label in view.released:
+                await self._fill(fleet, locker_id, label)
                 return
             await asyncio.sleep(0.1)
         self.counts["dropoff_refused"] += 1
 
     async def _fill(self, fleet: MqttFleet, locker_id: str, label: str) -> None:
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.open_door(label))
-        await asyncio.sleep(2)
-        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.put_item(label))
-        await asyncio.sleep(1)
-        await asyncio.to_thread(fleet.act, locker_id, lambda lk: lk.close_door(label))
+        people, locker = fleet.people, fleet.lockers[locker_id]
+        for step, pause in ((people.open, 1.0), (people.put, 1.5), (people.close, 1.0)):
+            await asyncio.sleep(pause)
+            await asyncio.to_thread(fleet.run, lambda step=step: step(locker, label))
         self.counts["dropoffs"] += 1
 
     async def close(self) -> None:

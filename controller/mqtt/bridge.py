@@ -105,8 +105,8 @@ class MqttBridge:
             started = time.monotonic()
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                log.warning("broker %s: %s", self.address.url(), exc)
+            except* aiomqtt.MqttError as lost:  # raised bare, or from the session's task group
+                log.warning("broker %s: %s", self.address.url(), lost.exceptions[0])
             finally:
                 self.stats.connected = False
                 self._client = None

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from controller.db.models import Command
 from controller.demo.county import plan_county
@@ -133,14 +133,14 @@ async def run_scenario(
             await traffic_task
         progress.end()
         evidence.created_tracking = set(traffic.created)
-        settled = await _settle(stack)
+        unsettled = await _settle(stack)
+        settled = unsettled is None
         checks = await check_all(stack.runtime, stack.fleet, evidence)  # type: ignore[arg-type]
         fleet_counts = {f"fleet_{k}": v for k, v in stack.fleet.locker_counters().items()}
         counts = {**traffic.counts, **villagers.counts, **fleet_counts}
         if not settled:
             checks.insert(0, Check("the system settled after the traffic stopped", False,
-                                   "lockers offline, events unacknowledged or commands open "
-                                   f"after {SETTLE_S:.0f} s"))  # fmt: skip
+                                   f"after {SETTLE_S:.0f} s: {unsettled}"))  # fmt: skip
         return ScenarioResult(scenario, checks, dict(counts), time.monotonic() - started, settled)
     finally:
         await villagers.close()
@@ -193,26 +193,31 @@ async def _outage(stack: Stack, duration_s: float) -> None:
         await asyncio.to_thread(stack.fleet.broker_outage, int(duration_s * 1000))
 
 
-async def _settle(stack: Stack) -> bool:
+async def _settle(stack: Stack) -> str | None:
     """Wait until every locker is online with an empty buffer and every door shut (people
-    finish what they started), and no command is open."""
+    finish what they started), and no command is open. Return None when settled, else what
+    was still unsettled when the time ran out."""
     assert stack.runtime is not None and stack.fleet is not None
     fleet, runtime = stack.fleet, stack.runtime
     deadline = time.monotonic() + SETTLE_S
+    state = ""
     while time.monotonic() < deadline:
         await asyncio.sleep(1.0)
         views = [await asyncio.to_thread(fleet.view, lid) for lid in fleet.lockers]
-        buffered = sum(v.pending_events for v in views)
+        buffered = {v.locker_id: v.pending_events for v in views if v.pending_events}
+        doors_open = {v.locker_id: v.doors_open for v in views if v.doors_open}
         async with runtime.db.reader() as session:
-            open_commands = await session.scalar(
-                select(func.count(Command.id)).where(Command.state.in_(["pending", "sent"]))
-            )
+            open_commands = (await session.execute(
+                select(Command.locker_id, Command.action, Command.state)
+                .where(Command.state.in_(["pending", "sent"]))
+            )).all()  # fmt: skip
         online = await stack.lockers_online()
-        doors_open = sum(len(v.doors_open) for v in views)
-        if buffered == 0 and not open_commands and not doors_open and online == len(views):
-            await asyncio.sleep(2.0)  # let the last doors close and texts go out
-            return True
-    return False
+        state = (f"lockers online {online}/{len(views)}, unacknowledged {buffered}, "
+                 f"doors open {doors_open}, open commands {[tuple(c) for c in open_commands][:5]}")  # fmt: skip
+        if not buffered and not open_commands and not doors_open and online == len(views):
+            await asyncio.sleep(2.0)  # let the last texts go out
+            return None
+    return state
 
 
 def write_reports(result: ScenarioResult, report: Path | None, junit: Path | None) -> None:
