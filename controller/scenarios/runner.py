@@ -212,8 +212,9 @@ async def _settle(stack: Stack) -> str | None:
                 .where(Command.state.in_(["pending", "sent"]))
             )).all()  # fmt: skip
         online = await stack.lockers_online()
+        commands = [tuple(c) for c in open_commands][:5]
         state = (f"lockers online {online}/{len(views)}, unacknowledged {buffered}, "
-                 f"doors open {doors_open}, open commands {[tuple(c) for c in open_commands][:5]}")  # fmt: skip
+                 f"doors open {doors_open}, open commands {commands}")  # fmt: skip
         if not buffered and not open_commands and not doors_open and online == len(views):
             await asyncio.sleep(2.0)  # let the last texts go out
             return None
