@@ -34,6 +34,7 @@ from controller.services.notifications import (
     SmsSender,
 )
 from controller.services.open_guard import OpenDefence
+from controller.services.provisioning import ProvisioningService
 from controller.settings import Settings
 from protocol.topics import TopicLayout
 from protocol.urls import parse_broker_url
@@ -55,6 +56,7 @@ class Services:
     housekeeping: Housekeeping
     health: HealthService
     defence: OpenDefence
+    provisioning: ProvisioningService
 
 
 @dataclass
@@ -143,6 +145,7 @@ def build_runtime(
         housekeeping=Housekeeping(ctx),
         health=HealthService(ctx),
         defence=OpenDefence(ctx),
+        provisioning=ProvisioningService(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

@@ -23,6 +23,7 @@ from controller.api.routers import (
     lockers,
     metrics,
     parcels,
+    provisioning,
 )
 from controller.db.migrate import current_revision, head_revision
 from controller.runtime import Runtime, build_runtime
@@ -74,6 +75,6 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for module in (parcels, lockers, agents, admin, commands, alarms):
+    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning):
         app.include_router(module.router, prefix="/api/v1")
     return app

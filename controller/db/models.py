@@ -481,3 +481,19 @@ class OpenCounter(Base):
     scope: Mapped[str] = mapped_column(String(40), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ProvisioningToken(Base):
+    """A one-time token a locker (or the technician's bench tool) trades for its credentials.
+
+    Stored only as its keyed hash; single use (``used_at``), short expiry.
+    """
+
+    __tablename__ = "provisioning_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    locker_id: Mapped[str] = mapped_column(ForeignKey("lockers.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by_user_id: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

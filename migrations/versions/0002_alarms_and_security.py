@@ -1,4 +1,4 @@
-"""alarms, fleet controls (lockdown) and remote-open counters
+"""alarms, fleet controls (lockdown), remote-open counters, provisioning tokens
 
 Revision ID: 0002
 Revises: 0001
@@ -70,9 +70,31 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("scope", "window_start", name=op.f("pk_open_counters")),
     )
+    op.create_table(
+        "provisioning_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("locker_id", sa.String(length=64), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by_user_id", sa.Integer(), nullable=True),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["locker_id"], ["lockers.id"], name=op.f("fk_provisioning_tokens_locker_id_lockers")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_provisioning_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_provisioning_tokens_token_hash")),
+    )
+    with op.batch_alter_table("provisioning_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_provisioning_tokens_locker_id"), ["locker_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("provisioning_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_provisioning_tokens_locker_id"))
+    op.drop_table("provisioning_tokens")
     op.drop_table("open_counters")
     op.drop_table("fleet_controls")
     with op.batch_alter_table("alarms", schema=None) as batch_op:
