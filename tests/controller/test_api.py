@@ -191,3 +191,80 @@ async def test_couriers_see_only_their_carriers_parcels(
     assert seen.status_code == 200 and seen.json()["state"] == "pending"
     hidden = await api.get(f"/api/v1/commands/{command_id}", headers=auth(seeded, "courier2"))
     assert hidden.status_code == 404
+
+
+async def test_free_compartments_near_a_site_service_state_and_quotas(
+    api: httpx.AsyncClient, runtime: Runtime, seeded: Seeded
+) -> None:
+    locker_id = next(iter(seeded.lockers))
+    await ScriptedLocker(runtime, locker_id).come_online(LAYOUT)
+    village = seeded.site_ids["t0v0"]
+    near = await api.get(
+        "/api/v1/lockers", params={"near_site_id": village}, headers=auth(seeded, "courier")
+    )
+    assert near.status_code == 200
+    listed = {lk["id"]: lk for lk in near.json()}
+    assert locker_id in listed, "a township's locker serves its villages"
+    assert listed[locker_id]["free"]["S/ambient"] == 3
+    assert listed[locker_id]["free"]["M/chilled"] == 1
+
+    gone = await api.put(
+        f"/api/v1/lockers/{locker_id}/compartments/A01/service",
+        json={"in_service": False, "reason": "hinge broken"},
+        headers=auth(seeded, "technician"),
+    )
+    assert gone.status_code == 200 and not gone.json()["in_service"]
+    no_reason = await api.put(
+        f"/api/v1/lockers/{locker_id}/compartments/A02/service",
+        json={"in_service": False},
+        headers=auth(seeded, "technician"),
+    )
+    assert no_reason.status_code == 422
+    state = (
+        await api.get(f"/api/v1/lockers/{locker_id}", headers=auth(seeded, "technician"))
+    ).json()
+    assert state["free"]["S/ambient"] == 2
+    assert next(c for c in state["compartments"] if c["label"] == "A01")[
+        "out_of_service_reason"
+    ] == ("hinge broken")
+
+    sf = seeded.carrier_ids["sf"]
+    quota = await api.put(
+        f"/api/v1/lockers/{locker_id}/quotas",
+        json={"carrier_id": sf, "max_compartments": 1},
+        headers=auth(seeded, "admin"),
+    )
+    assert quota.status_code == 204
+    courier = auth(seeded, "courier")
+    first = await api.post(
+        "/api/v1/deposits", json=deposit_body(locker_id, "SF2000000010"), headers=courier
+    )
+    assert first.status_code == 201
+    second = await api.post(
+        "/api/v1/deposits", json=deposit_body(locker_id, "SF2000000011"), headers=courier
+    )
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "carrier_quota_exceeded"
+    other = await api.post(
+        "/api/v1/deposits",
+        json=deposit_body(locker_id, "ZT2000000012"),
+        headers=auth(seeded, "courier2"),
+    )
+    assert other.status_code == 201, "another carrier is not limited by SF's quota"
+    assert await count(runtime, Parcel) == 2
+
+
+async def test_agents_see_occupancy_of_their_villages_only(
+    api: httpx.AsyncClient, runtime: Runtime, seeded: Seeded
+) -> None:
+    for locker_id in seeded.lockers:
+        await ScriptedLocker(runtime, locker_id).come_online(LAYOUT)
+    rows = (await api.get("/api/v1/agent/occupancy", headers=auth(seeded, "agent"))).json()
+    # The agent serves the first township's villages: it sees that township's locker.
+    assert [r["locker_id"] for r in rows] == [sorted(seeded.lockers)[0]]
+    assert rows[0]["compartments"] == len(DEFAULT_LAYOUT) and rows[0]["holding"] == 0
+    foreign = seeded.site_ids["t1"]
+    refused = await api.get(
+        "/api/v1/agent/occupancy", params={"site_id": foreign}, headers=auth(seeded, "agent")
+    )
+    assert refused.status_code == 403
