@@ -257,7 +257,6 @@ class NotifiedPoller:
     def __init__(self, url: str) -> None:
         self.db = open_database(url)
         self.waiting: dict[int, asyncio.Future[tuple[float, datetime]]] = {}
-        self.polls = 0
 
     def watch(self, parcel_id: int) -> asyncio.Future[tuple[float, datetime]]:
         future: asyncio.Future[tuple[float, datetime]] = asyncio.get_running_loop().create_future()
@@ -276,8 +275,7 @@ class NotifiedPoller:
                             )
                         )
                     ).all()
-                seen = time.perf_counter()
-                self.polls += 1
+                seen = time.time()
                 for parcel_id, changed_at in rows:
                     future = self.waiting.pop(parcel_id, None)
                     if future is not None and not future.done():
@@ -298,14 +296,130 @@ DEPOSIT_KEYS = (
     "system",
     "total_by_controller_clock",
 )
+Scenario = tuple[str, int, int, tuple[int, int]]
+"""(name, couriers, deposits per courier, pause between deposits in ms)."""
+
+
+def deposit_fleet_main(specs: list[LockerSpec], port: int, root: str, conn: Connection) -> None:
+    """Child process: the 200 lockers, with an attendant who takes no time at all; reports
+    when each compartment's lock was released (wall clock)."""
+    from protocol.urls import BrokerAddress
+
+    released: dict[tuple[str, str], float] = {}
+
+    def observe(locker: Locker, release: Release) -> None:
+        released[locker.locker_id, release.compartment] = time.time()
+
+    options = FleetOptions(topic_root=root, attendant=AttendantPolicy(delays=INSTANT))
+    fleet = MqttFleet(specs, BrokerAddress("127.0.0.1", port), options)
+    for locker in fleet.lockers.values():
+        locker.observers.append(observe)
+    with fleet:
+        conn.send("started")
+        while conn.recv() == "released":
+            conn.send(fleet.run(lambda: dict(released)))
+    conn.send("stopped")
+
+
+def couriers_main(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
+                  scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
+    """Child process: the couriers (HTTP clients) and the poller that sees parcels notified."""
+    asyncio.run(_couriers(base_url, url, tokens, locker_ids, scenarios, conn))
+
+
+async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
+                    scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
+    poller = NotifiedPoller(url)
+    poll_task = asyncio.create_task(poller.run())
+    counter = iter(range(10**9))
+    refused: dict[str, int] = {}
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=2 * len(tokens))
+    ) as api:
+
+        async def courier(n: int, rounds: int, think: tuple[int, int],
+                          samples: list[dict[str, Any]]) -> None:  # fmt: skip
+            rng = random.Random(n * 7919 + len(samples))
+            for _ in range(rounds):
+                await asyncio.sleep(rng.randint(*think) / 1000)
+                while True:
+                    number = next(counter)
+                    body = {
+                        "tracking_number": f"SF{9_000_000_000 + number}",
+                        "locker_id": rng.choice(locker_ids),
+                        "size": rng.choice("SSMML"),
+                        "recipient_phone": f"135{number:08d}",
+                        "consent_method": "sms_reply",
+                    }
+                    t0 = time.time()
+                    response = await api.post(
+                        "/api/v1/deposits",
+                        headers={"Authorization": f"Bearer {tokens[n]}"},
+                        json=body,
+                    )
+                    if response.status_code != 201:
+                        code = str(response.json().get("error", {}).get("code"))
+                        refused[code] = refused.get(code, 0) + 1
+                        if sum(refused.values()) > 200:
+                            raise RuntimeError(f"deposit: {response.text}")
+                        await asyncio.sleep(0 if response.status_code == 409 else 1)
+                        continue
+                    break
+                t_api = time.time()
+                parcel = response.json()["parcel"]
+                seen, changed_at = await asyncio.wait_for(poller.watch(parcel["id"]), 60)
+                samples.append(
+                    {
+                        "key": (body["locker_id"], parcel["compartment"]),
+                        "t0": t0,
+                        "api": t_api,
+                        "seen": seen,
+                        "changed": wall(changed_at),
+                    }
+                )
+
+        warmup: list[dict[str, Any]] = []
+        await asyncio.gather(*(courier(n, 1, (0, 500), warmup) for n in range(10)))
+        for name, count, rounds, think in scenarios:
+            samples: list[dict[str, Any]] = []
+            started = time.monotonic()
+            await asyncio.gather(*(courier(n, rounds, think, samples) for n in range(count)))
+            conn.send((name, time.monotonic() - started, samples))
+    poll_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll_task
+    await poller.db.dispose()
+    conn.send(("done", 0.0, refused))
+
+
+def deposit_figures(
+    samples: list[dict[str, Any]], released: dict[tuple[str, str], float]
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {key: [] for key in DEPOSIT_KEYS}
+    for s in samples:
+        t0 = s["t0"]
+        t_rel = released.get((s["key"][0], s["key"][1]), s["seen"])
+        out["api"].append((s["api"] - t0) * 1000)
+        out["release"].append((t_rel - t0) * 1000)
+        # The simulated solenoid takes LOCK_ACTUATION_MS between the command and "lock
+        # released": hardware time, not the system's.
+        out["command_at_locker"].append((t_rel - t0) * 1000 - LOCK_ACTUATION_MS)
+        out["stored_after_release"].append((s["seen"] - t_rel) * 1000)
+        out["total"].append((s["seen"] - t0) * 1000)
+        out["system"].append((s["seen"] - t0) * 1000 - LOCK_ACTUATION_MS)
+        out["total_by_controller_clock"].append((s["changed"] - t0) * 1000)
+    return out
 
 
 async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any]:
     """Three loads on one controller: one courier alone (where the time goes), 50 couriers
-    pausing 1-3 s between deposits (a busy depot), and 50 couriers back to back (saturation)."""
+    pausing 1-3 s between deposits (a busy depot), and 50 couriers back to back (saturation).
+
+    The controller (runtime + HTTP API) runs in this process; the lockers and the couriers
+    (with the poller) each run in a child process, as they would on other machines."""
     install_task_dump()
     lockers, couriers = 200, 50
-    scenarios = [
+    scenarios: list[Scenario] = [
         ("one_courier", 1, 10 if quick else 30, (0, 0)),
         ("paced_50", couriers, 3 if quick else 8, (1000, 3000)),
         ("back_to_back_50", couriers, 3 if quick else 8, (0, 0)),
@@ -317,6 +431,7 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
         "attendant": "zero human delays (Delays((0,0),(0,0),(0,0),(0,0)))",
         "notified_poll_interval_ms": 5,
         "simulated_lock_actuation_ms": LOCK_ACTUATION_MS,
+        "processes": "controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + poller",
     }
     async with pg_schema(base) as url:
         with mosquitto() as broker:
@@ -326,133 +441,90 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
             county = await seed(runtime, lockers, "DL", DEFAULT_LAYOUT, couriers)
             result["seed_seconds"] = round(time.monotonic() - started, 1)
             specs = [locker_spec(c, DEFAULT_LAYOUT) for c in county.lockers.values()]
-            options = FleetOptions(topic_root=root, attendant=AttendantPolicy(delays=INSTANT))
-            fleet = MqttFleet(specs, broker.address, options)
-            released: dict[tuple[str, str], float] = {}
-
-            def observe(locker: Locker, release: Release) -> None:
-                released[locker.locker_id, release.compartment] = time.perf_counter()
-
-            for locker in fleet.lockers.values():
-                locker.observers.append(observe)
-            poller = NotifiedPoller(url)
             check = open_database(url)
-            conflicts = 0
-            refused: dict[str, int] = {}
+            fleet, fleet_conn = spawn(deposit_fleet_main, specs, broker.port, root)
             stack = contextlib.AsyncExitStack()
             async with stack:
-                stack.callback(fleet.stop)
-                fleet.start()
                 base_url = await stack.enter_async_context(serve_http(runtime, start=True))
-                api = await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        base_url=base_url,
-                        timeout=30,
-                        limits=httpx.Limits(max_connections=couriers * 2),
-                    )
-                )
                 teardown = stack.pop_all()
                 try:
+                    await asyncio.to_thread(expect, fleet_conn, 60, "the fleet")
                     await wait_for(
                         lambda: _count_online(check, lockers), 60, "every locker online", 0.2
                     )
-                    poll_task = asyncio.create_task(poller.run())
-                    locker_ids = sorted(county.lockers)
-                    counter = iter(range(10**9))
-
-                    async def courier(
-                        n: int, rounds: int, think: tuple[int, int], samples: list[dict[str, float]]
-                    ) -> None:
-                        nonlocal conflicts
-                        token = county.tokens[f"c{n:03d}"]
-                        rng = random.Random(n * 7919 + len(samples))
-                        for _ in range(rounds):
-                            await asyncio.sleep(rng.randint(*think) / 1000)
-                            while True:
-                                number = next(counter)
-                                body = {
-                                    "tracking_number": f"SF{9_000_000_000 + number}",
-                                    "locker_id": rng.choice(locker_ids),
-                                    "size": rng.choice("SSMML"),
-                                    "recipient_phone": f"135{number:08d}",
-                                    "consent_method": "sms_reply",
-                                }
-                                t0, w0 = time.perf_counter(), time.time()
-                                response = await api.post(
-                                    "/api/v1/deposits",
-                                    headers={"Authorization": f"Bearer {token}"},
-                                    json=body,
-                                )
-                                if response.status_code == 409:
-                                    conflicts += 1
-                                    continue
-                                if response.status_code != 201:
-                                    code = str(response.json().get("error", {}).get("code"))
-                                    refused[code] = refused.get(code, 0) + 1
-                                    if sum(refused.values()) > 100:
-                                        raise RuntimeError(f"deposit: {response.text}")
-                                    await asyncio.sleep(1)
-                                    continue
-                                break
-                            t_api = time.perf_counter()
-                            parcel = response.json()["parcel"]
-                            seen, changed_at = await asyncio.wait_for(
-                                poller.watch(parcel["id"]), 30
-                            )
-                            t_rel = released.pop((body["locker_id"], parcel["compartment"]), seen)
-                            samples.append(
-                                {
-                                    "api": (t_api - t0) * 1000,
-                                    "release": (t_rel - t0) * 1000,
-                                    "stored_after_release": (seen - t_rel) * 1000,
-                                    "total": (seen - t0) * 1000,
-                                    "total_by_controller_clock": (wall(changed_at) - w0) * 1000,
-                                    # The simulated solenoid takes LOCK_ACTUATION_MS between
-                                    # the command and "lock released": hardware, not system.
-                                    "command_at_locker": (t_rel - t0) * 1000 - LOCK_ACTUATION_MS,
-                                    "system": (seen - t0) * 1000 - LOCK_ACTUATION_MS,
-                                }
-                            )
-
-                    warmup: list[dict[str, float]] = []
-                    await asyncio.gather(*(courier(n, 1, (0, 500), warmup) for n in range(10)))
+                    tokens = [county.tokens[f"c{n:03d}"] for n in range(couriers)]
+                    load, load_conn = spawn(
+                        couriers_main, base_url, url, tokens, sorted(county.lockers), scenarios
+                    )
                     profiler = cProfile.Profile() if profile else None
-                    for name, count, rounds, think in scenarios:
-                        samples: list[dict[str, float]] = []
-                        if profiler is not None and name == "back_to_back_50":
-                            profiler.enable()
-                        measured = time.monotonic()
-                        await asyncio.gather(
-                            *(courier(n, rounds, think, samples) for n in range(count))
+                    if profiler is not None:
+                        profiler.enable()
+                    while True:
+                        name, elapsed, samples = await asyncio.to_thread(
+                            expect, load_conn, 900, "the couriers"
                         )
-                        elapsed = time.monotonic() - measured
-                        if profiler is not None and name == "back_to_back_50":
-                            profiler.disable()
-                            result["profile"] = str(write_profile(profiler, "deposit"))
+                        if name == "done":
+                            result["refusals"] = samples
+                            break
+                        fleet_conn.send("released")
+                        released = await asyncio.to_thread(expect, fleet_conn, 60, "the fleet")
+                        figures = deposit_figures(samples, released)
                         one: dict[str, Any] = {
-                            "couriers": count,
-                            "think_ms": list(think),
+                            "couriers": next(c for n, c, _, _ in scenarios if n == name),
+                            "think_ms": list(next(t for n, _, _, t in scenarios if n == name)),
                             "deposits": len(samples),
                             "seconds": round(elapsed, 2),
                             "deposits_per_s": round(len(samples) / elapsed, 1),
                         }
                         for key in DEPOSIT_KEYS:
-                            one[f"{key}_ms"] = percentiles([s[key] for s in samples])
+                            one[f"{key}_ms"] = percentiles(figures[key])
                         result[name] = one
                         print_deposit(name, one)
-                    poll_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await poll_task
-                    result["conflicts_409"] = conflicts
-                    result["other_refusals"] = refused
+                    if profiler is not None:
+                        profiler.disable()
+                        result["profile"] = str(write_profile(profiler, "deposit"))
+                    load.join(30)
                     if runtime.bridge is not None:
                         result["ingest_batches"] = runtime.bridge.stats.batches
+                        result["mean_batch"] = round(
+                            runtime.bridge.stats.received / max(1, runtime.bridge.stats.batches),
+                            1,
+                        )
                 finally:
-                    await bounded(teardown.aclose(), "stopping the API and the fleet")
+                    fleet_conn.send("stop")
+                    fleet.join(20)
+                    if fleet.is_alive():
+                        fleet.kill()
+                    await bounded(teardown.aclose(), "stopping the API")
             await bounded(runtime.stop(), "stopping the controller")
-            await poller.db.dispose()
             await check.dispose()
     return result
+
+
+def write_profile(profiler: cProfile.Profile, what: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = RESULTS / f"controller-{what}-profile-{stamp}.txt"
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(80)
+    path.write_text(out.getvalue())
+    return path
+
+
+def print_deposit(name: str, d: dict[str, Any]) -> None:
+    def pair(key: str) -> str:
+        return f"{d[key + '_ms']['p50']}/{d[key + '_ms']['p99']}"
+
+    print(
+        f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
+        f"total {pair('total')} (system, without the {LOCK_ACTUATION_MS} ms simulated lock "
+        f"actuation: {pair('system')}); API answer {pair('api')}, command at the locker "
+        f"{pair('command_at_locker')}, door events stored after release "
+        f"{pair('stored_after_release')}",
+        flush=True,
+    )
 
 
 async def bounded(step: Coroutine[Any, Any, Any], what: str, limit: float = 30) -> None:
@@ -480,32 +552,6 @@ async def bounded(step: Coroutine[Any, Any, Any], what: str, limit: float = 30) 
 
 NUDGES: list[str] = []
 """Tasks that ignored a cancellation during teardown (see :func:`bounded`)."""
-
-
-def write_profile(profiler: cProfile.Profile, what: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = RESULTS / f"controller-{what}-profile-{stamp}.txt"
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(40)
-    stats.sort_stats("cumulative").print_stats(80)
-    path.write_text(out.getvalue())
-    return path
-
-
-def print_deposit(name: str, d: dict[str, Any]) -> None:
-    def pair(key: str) -> str:
-        return f"{d[key + '_ms']['p50']}/{d[key + '_ms']['p99']}"
-
-    print(
-        f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
-        f"total {pair('total')} (system, without the {LOCK_ACTUATION_MS} ms simulated lock "
-        f"actuation: {pair('system')}); API answer {pair('api')}, command at the locker "
-        f"{pair('command_at_locker')}, door events stored after release "
-        f"{pair('stored_after_release')}",
-        flush=True,
-    )
 
 
 async def _count_online(db: Any, want: int) -> bool:
@@ -714,6 +760,7 @@ async def _replica(kwargs: dict[str, Any], conn: Connection) -> None:
         "batches": s.batches,
         "acks_published": s.acks_published,
         "mean_batch": round(s.received / s.batches, 1) if s.batches else 0,
+        "connects": s.connects,
     }
     await bounded(runtime.stop(), "stopping a replica")
     report["teardown_nudges"] = list(NUDGES)
@@ -743,9 +790,12 @@ async def ingest_phase(
         stored_at = go
         stored = 0
         deadline = time.monotonic() + 60 + total / 1000
-        while time.monotonic() < deadline:
-            stored = int(await scalar(db, sql, b=boot) or 0)
-            stored_at = time.time()
+        # Until everything is stored, or nothing more was stored for 15 s (a replica that lost
+        # its session loses what the broker held for it; these publishers never resend).
+        while time.monotonic() < deadline and time.time() - stored_at < 15:
+            count = int(await scalar(db, sql, b=boot) or 0)
+            if count > stored:
+                stored, stored_at = count, time.time()
             if stored >= total:
                 break
             await asyncio.sleep(0.05)
@@ -786,7 +836,7 @@ async def ingest_phase(
 
 async def bench_ingest(base: str, quick: bool, profile: bool) -> dict[str, Any]:
     install_task_dump()
-    lockers, per_locker = (200, 100) if quick else (1000, 100)
+    lockers, per_locker = (200, 100) if quick else (1000, 60)
     secret = secrets.token_hex(32)
     root = f"bench-{uuid.uuid4().hex[:8]}/v1"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
