@@ -50,6 +50,7 @@ presence, which is checked through the locker being back online)."""
 
 async def check_all(runtime: Runtime, fleet: MqttFleet, evidence: Evidence) -> list[Check]:
     checks = [
+        await every_locker_message_accepted(runtime),
         await parcels_neither_lost_nor_duplicated(runtime, evidence),
         await no_compartment_held_twice(runtime),
         await every_door_opening_audited(runtime, fleet),
@@ -59,6 +60,21 @@ async def check_all(runtime: Runtime, fleet: MqttFleet, evidence: Evidence) -> l
         await every_fault_seen(runtime, fleet, evidence),
     ]
     return checks
+
+
+async def every_locker_message_accepted(runtime: Runtime) -> Check:
+    """The simulated firmware and the controller share one contract: the controller rejected
+    nothing the lockers sent (a rejection would be a bug on one side)."""
+    async with runtime.db.reader() as session:
+        rejected = (await session.execute(
+            select(DeviceMessage.locker_id, DeviceMessage.seq, DeviceMessage.kind)
+            .where(DeviceMessage.kind.like("rejected:%"))
+        )).all()  # fmt: skip
+    bridge = runtime.bridge.stats.rejections_by_code if runtime.bridge else {}
+    ok = not rejected and not bridge
+    return Check("every locker message accepted", ok,
+                 f"stored as rejected {[tuple(r) for r in rejected][:5]}; "
+                 f"rejections by code {dict(bridge)}")  # fmt: skip
 
 
 async def parcels_neither_lost_nor_duplicated(runtime: Runtime, evidence: Evidence) -> Check:
@@ -103,16 +119,21 @@ async def no_compartment_held_twice(runtime: Runtime) -> Check:
 
 
 async def every_door_opening_audited(runtime: Runtime, fleet: MqttFleet) -> Check:
-    opened_on_lockers = fleet.locker_counters()["door_opened"]
+    on_lockers = {lid: locker.counters["door_opened"] for lid, locker in fleet.lockers.items()}
     async with runtime.db.reader() as session:
-        audited = (await session.scalars(
-            select(AuditEntry.cause).where(AuditEntry.action == "door_opened")
+        audited = (await session.execute(
+            select(AuditEntry.locker_id, AuditEntry.cause).where(AuditEntry.action == "door_opened")
         )).all()  # fmt: skip
-    without_cause = sum(1 for cause in audited if not cause)
-    ok = len(audited) == opened_on_lockers and without_cause == 0
+    per_locker = Counter(lid for lid, _cause in audited)
+    differing = {lid: (n, per_locker.get(lid, 0)) for lid, n in on_lockers.items()
+                 if per_locker.get(lid, 0) != n}  # fmt: skip
+    without_cause = sum(1 for _lid, cause in audited if not cause)
+    ok = not differing and without_cause == 0
+    causes = dict(Counter(cause for _lid, cause in audited))
     return Check("every door opening in the audit log with its cause", ok,
-                 f"lockers opened {opened_on_lockers} doors; audit has {len(audited)} openings, "
-                 f"{without_cause} without a cause; causes {dict(Counter(audited))}")  # fmt: skip
+                 f"lockers opened {sum(on_lockers.values())} doors; audit has {len(audited)} "
+                 f"openings, {without_cause} without a cause; causes {causes}; "
+                 f"differing (locker: opened, audited) {differing}")  # fmt: skip
 
 
 async def occupancy_matches_the_lockers(runtime: Runtime, fleet: MqttFleet) -> Check:

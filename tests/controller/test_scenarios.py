@@ -92,6 +92,6 @@ def test_a_small_day_with_a_jam_and_a_broker_outage_keeps_every_invariant(
     result = lockerfleet_scenario(str(path))
     failing = [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
     assert result.ok, failing
-    assert len(result.checks) == 7
+    assert len(result.checks) == 8
     assert result.counts.get("deposit_201", 0) > 5, "the traffic really deposited parcels"
     assert result.counts.get("fleet_pickup", 0) > 0, "villagers really picked parcels up"
