@@ -255,10 +255,13 @@ async def on_event(
             reason="door closed", detail={"open_for_ms": data.open_for_ms},
         )  # fmt: skip
     elif isinstance(data, DoorJammed):
-        await book.raise_(
-            locker_id, AlarmType.DOOR_JAMMED, at=at, compartment=data.compartment,
-            detail={"command_id": data.command_id}, parcel_id=parcel_id,
-        )  # fmt: skip
+        known = await book.find(locker_id, AlarmType.DOOR_JAMMED, data.compartment)
+        if known is None or known.detail.get("command_id") != data.command_id:
+            # (the command's failed result may have raised it already: one jam, one count)
+            await book.raise_(
+                locker_id, AlarmType.DOOR_JAMMED, at=at, compartment=data.compartment,
+                detail={"command_id": data.command_id}, parcel_id=parcel_id,
+            )  # fmt: skip
     elif isinstance(data, SensorFault | SensorRecovered):
         await _sensor(book, locker_id, data, at)
     elif isinstance(data, TemperatureExcursion):

@@ -29,7 +29,9 @@ from controller.services.context import Actor
 from controller.services.deposits import DepositRequest
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
 from protocol.messages import (
+    Action,
     CodeRejected,
+    CommandResult,
     DoorCause,
     DoorClosed,
     DoorForced,
@@ -37,9 +39,11 @@ from protocol.messages import (
     DoorLeftOpen,
     DoorOpened,
     EventData,
+    Outcome,
     PowerChanged,
     PowerSource,
     PresenceState,
+    ResultStatus,
     Sensor,
     SensorFault,
     SensorRecovered,
@@ -366,3 +370,30 @@ async def test_low_battery_from_telemetry_is_raised_once(
         "cleared"
     ]
     assert to_ms(clock.now()) == locker.now_ms()
+
+
+@pytest.mark.parametrize("result_first", [False, True])
+async def test_a_commanded_opening_that_jams_is_one_jam(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, result_first: bool
+) -> None:
+    courier = await actor(runtime, seeded, "courier")
+    started = await runtime.services.deposits.start(
+        courier,
+        DepositRequest(
+            "SF7000000002", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
+            "13600000072", consent_method="in_person",
+        ),
+    )  # fmt: skip
+    label = started.parcel.compartment
+    assert label is not None and started.command_id is not None
+    jammed = CommandResult(
+        locker.locker_id, locker.boot_id, locker.seq + 2, locker.now_ms(), started.command_id,
+        ResultStatus.FAILED, action=Action.OPEN_COMPARTMENT, outcome=Outcome.DOOR_JAMMED,
+    )  # fmt: skip
+    event = locker.event(DoorJammed(label, started.command_id))
+    locker.seq += 1
+    for message in (jammed, event) if result_first else (event, jammed):
+        await locker.send(message)
+    [alarm] = await alarms_of(runtime, locker.locker_id, AlarmType.DOOR_JAMMED)
+    assert (alarm.compartment, alarm.count, alarm.parcel_id) == (label, 1, started.parcel.id)
+    assert alarm.detail["command_id"] == started.command_id
