@@ -925,7 +925,7 @@ def fleet_main(specs: list[LockerSpec], port: int, root: str, conn: Connection) 
     conn.send("stopped")
 
 
-async def bench_storm(base: str, quick: bool) -> dict[str, Any]:
+async def bench_storm(base: str, quick: bool, profile: bool = False) -> dict[str, Any]:
     install_task_dump()
     lockers = 500 if quick else 5000
     outage_s = 5.0 if quick else 10.0
@@ -993,6 +993,9 @@ async def bench_storm(base: str, quick: bool) -> dict[str, Any]:
                 await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - stopped)))
                 broker.start()
                 restarted = time.monotonic()
+                profiler = cProfile.Profile() if profile else None
+                if profiler is not None:
+                    profiler.enable()
                 milestones: dict[str, float] = {}
                 trace: list[dict[str, Any]] = []
                 deadline = restarted + (90 if quick else 150)
@@ -1024,6 +1027,9 @@ async def bench_storm(base: str, quick: bool) -> dict[str, Any]:
                     if len(milestones) == 4:
                         break
                     await asyncio.sleep(0.5)
+                if profiler is not None:
+                    profiler.disable()
+                    result["profile"] = str(write_profile(profiler, "storm"))
                 result["milestones_s_after_restart"] = milestones
                 result["whole_s_after_restart"] = (
                     max(milestones.values()) if len(milestones) == 4 else None
@@ -1091,7 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="cProfile the single ingest replica and the back-to-back deposits",
+        help="cProfile the controller: the deposit loads, the single ingest replica, the storm",
     )
     args = parser.parse_args(argv)
     # aiomqtt warns about every publish queued behind others; the figures say it better.
@@ -1116,7 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ingest"] = asyncio.run(bench_ingest(args.database_url, args.quick, args.profile))
     if "storm" in which:
         print("reconnect storm ...", flush=True)
-        s = asyncio.run(bench_storm(args.database_url, args.quick))
+        s = asyncio.run(bench_storm(args.database_url, args.quick, args.profile))
         report["storm"] = s
         print(
             f"  {s['lockers']} lockers, {s.get('buffered_events')} buffered events, outage "
