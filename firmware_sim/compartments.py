@@ -82,19 +82,12 @@ class CompartmentFirmware:
     door_sensor_ok: bool = True
     occupancy_sensor_ok: bool = True
     temperature_alarm: bool = False
-    reported: tuple[tuple[object, ...], CompartmentState] | None = None
-    """The last state built for a birth, reused while nothing in it changed."""
 
     def state(self, now_ms: int, in_service: bool) -> CompartmentState:
         """Return this compartment as reported in a birth."""
         unlocked = self.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
         temperature = self.hw.deci_celsius(now_ms)
-        if temperature is not None:
-            temperature = max(-500, min(1000, temperature))
-        key = (self.phase, self.occupied, in_service, temperature)
-        if self.reported is not None and self.reported[0] == key:
-            return self.reported[1]
-        state = CompartmentState(
+        return CompartmentState(
             id=self.id,
             size=self.hw.spec.size,
             temperature=self.hw.spec.temperature,
@@ -102,10 +95,8 @@ class CompartmentFirmware:
             lock=LockState.RELEASED if unlocked else LockState.LOCKED,
             occupied=self.occupied,
             in_service=in_service,
-            deci_celsius=temperature,
+            deci_celsius=None if temperature is None else max(-500, min(1000, temperature)),
         )
-        self.reported = (key, state)
-        return state
 
 
 Answer = Callable[[str, ResultStatus, Outcome, str], None]

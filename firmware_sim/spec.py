@@ -14,6 +14,7 @@ simulator's memory. Derived keys are for simulation only; real lockers get rando
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import random
@@ -138,8 +139,12 @@ def layout(blocks: Sequence[Block]) -> tuple[CompartmentSpec, ...]:
     return tuple(out)
 
 
+@functools.cache
 def model_layout(model: str) -> tuple[CompartmentSpec, ...]:
-    """Return the compartments of a known model. Raises :class:`InvalidSpec` for others."""
+    """Return the compartments of a known model (one shared tuple per model).
+
+    Raises :class:`InvalidSpec` for an unknown model.
+    """
     blocks = MODELS.get(model)
     if blocks is None:
         raise InvalidSpec(f"unknown locker model {model!r}; known: {', '.join(MODELS)}")
