@@ -99,7 +99,9 @@ async def guard_remote_open(
         "locker_id": locker_id, "compartment": compartment, "purpose": purpose,
         "parcel_id": parcel_id,
     }  # fmt: skip
-    control = await session.get(FleetControl, LOCKDOWN)
+    # A shared lock: an admin switching the lockdown on waits for openings already past this
+    # point to commit (and then withdraws them); openings arriving meanwhile wait for the switch.
+    control = await session.get(FleetControl, LOCKDOWN, with_for_update={"read": True})
     if control is not None and control.enabled:
         raise FleetLockedDown(
             "the fleet is locked down: no remote door openings until an admin lifts it"

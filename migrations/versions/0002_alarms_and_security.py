@@ -7,6 +7,7 @@ Revises: 0001
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -54,7 +55,7 @@ def upgrade() -> None:
             postgresql_where=sa.text(OPEN_ALARM),
         )
 
-    op.create_table(
+    fleet_controls = op.create_table(
         "fleet_controls",
         sa.Column("key", sa.String(length=32), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
@@ -63,6 +64,13 @@ def upgrade() -> None:
         sa.Column("changed_by_user_id", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_fleet_controls")),
     )
+    # The lockdown row exists from the start, so switching it and checking it always meet on
+    # one row lock (an insert racing a check would not).
+    op.bulk_insert(
+        fleet_controls,
+        [{"key": "lockdown", "enabled": False, "reason": None,
+          "changed_at": datetime.now(UTC), "changed_by_user_id": None}],
+    )  # fmt: skip
     op.create_table(
         "open_counters",
         sa.Column("scope", sa.String(length=40), nullable=False),
