@@ -51,6 +51,7 @@ class VillagerSender:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._staying_home = False
 
     async def send(self, to: str, body: str) -> None:
         self.counts["texts"] += 1
@@ -76,7 +77,7 @@ class VillagerSender:
         for produce going out (None: a parcel to pick up)."""
         await asyncio.sleep(delay)
         fleet = self.fleet_of.fleet
-        if fleet is None:
+        if fleet is None or self._staying_home:
             return
         try:
             await self._at_the_keypad(fleet, locker_id, code, drop_off)
@@ -119,6 +120,12 @@ class VillagerSender:
             await asyncio.sleep(pause)
             await asyncio.to_thread(fleet.run, lambda step=step: step(locker, label))
         self.counts["dropoffs"] += 1
+
+    async def finish(self, within: float = 60.0) -> None:
+        """Let nobody new set out, and wait for those already at a locker to finish."""
+        self._staying_home = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=within)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -131,6 +131,7 @@ async def run_scenario(
         traffic_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await traffic_task
+        await villagers.finish()  # nobody new sets out; those at a locker finish
         progress.end()
         evidence.created_tracking = set(traffic.created)
         unsettled = await _settle(stack)
@@ -200,7 +201,7 @@ async def _settle(stack: Stack) -> str | None:
     assert stack.runtime is not None and stack.fleet is not None
     fleet, runtime = stack.fleet, stack.runtime
     deadline = time.monotonic() + SETTLE_S
-    state = ""
+    state, quiet_polls = "", 0
     while time.monotonic() < deadline:
         await asyncio.sleep(1.0)
         views = [await asyncio.to_thread(fleet.view, lid) for lid in fleet.lockers]
@@ -213,11 +214,17 @@ async def _settle(stack: Stack) -> str | None:
             )).all()  # fmt: skip
         online = await stack.lockers_online()
         commands = [tuple(c) for c in open_commands][:5]
+        people_busy = await asyncio.to_thread(fleet.run, lambda: len(fleet.agenda))
         state = (f"lockers online {online}/{len(views)}, unacknowledged {buffered}, "
-                 f"doors open {doors_open}, open commands {commands}")  # fmt: skip
-        if not buffered and not open_commands and not doors_open and online == len(views):
-            await asyncio.sleep(2.0)  # let the last texts go out
-            return None
+                 f"doors open {doors_open}, open commands {commands}, "
+                 f"people still acting {people_busy}")  # fmt: skip
+        quiet = not (buffered or open_commands or doors_open or people_busy)
+        if quiet and online == len(views):
+            quiet_polls += 1
+            if quiet_polls >= 3:  # quiet for a few seconds, not just for a moment
+                return None
+        else:
+            quiet_polls = 0
     return state
 
 
