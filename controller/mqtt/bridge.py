@@ -170,8 +170,11 @@ class MqttBridge:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the inner call completes, and stop() would then hang.
                 with contextlib.suppress(TimeoutError):
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    async with asyncio.timeout(remaining):
+                        batch.append(await queue.get())
             started = time.monotonic()
             report = await self._handle(batch)
             await asyncio.gather(
@@ -234,7 +237,8 @@ class MqttBridge:
         interval = self.ctx.settings.background_interval_s
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 due = await self.dispatcher.claim_due()
