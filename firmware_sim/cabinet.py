@@ -1,7 +1,7 @@
 """The physical locker: doors, parcels, sensors, cooling, power supply, radio and real-time clock.
 
 Everything here is the world outside the firmware. It survives a reboot (a parcel stays in its
-compartment when the board restarts) and it is what faults act on: a stuck bolt, a sensor frozen
+compartment when the board restarts) and it is what faults act on: a stuck door, a sensor frozen
 at one reading, a failed cooling unit, a mains cut, a drifting clock. The firmware
 (:mod:`firmware_sim.locker`) only ever sees it through sensor readings.
 
@@ -45,7 +45,10 @@ class CompartmentHardware:
     salt: int
     door_open: bool = False
     occupied: bool = False
-    bolt_stuck: bool = False
+    door_stuck: bool = False
+    """The door will not open (a swollen frame, a parcel wedged against it): the jam fault."""
+    pops_at: int | None = None
+    """When the spring will push the released door ajar (None: no release under way)."""
     door_sensor_stuck: bool | None = None
     """The reading the door sensor is frozen at, while the stuck-sensor fault is on."""
     occupancy_sensor_stuck: bool | None = None

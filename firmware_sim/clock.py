@@ -52,3 +52,24 @@ class ManualClock:
         if now_ms < self._now:
             raise ValueError(f"cannot move a clock back from {self._now} to {now_ms}")
         self._now = now_ms
+
+
+class ScaledClock:
+    """A clock that runs ``scale`` times as fast as the wall clock, from now on.
+
+    For fleets without a controller that need hours of locker life in minutes (soak tests):
+    heartbeats, door alarms, retransmissions and faults all run faster. A controller signing
+    commands with real time would find them expired by such a locker's clock, so whoever
+    commands a scaled fleet takes the time from this clock.
+    """
+
+    def __init__(self, scale: float, base: Clock | None = None) -> None:
+        if scale <= 0:
+            raise ValueError(f"a clock cannot run at {scale} times real speed")
+        self.scale = scale
+        self._base = base or SystemClock()
+        self._origin = self._base.now_ms()
+
+    def now_ms(self) -> int:
+        elapsed = self._base.now_ms() - self._origin
+        return self._origin + int(elapsed * self.scale)

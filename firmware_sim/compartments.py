@@ -2,15 +2,22 @@
 
 For every compartment the firmware keeps a :class:`CompartmentFirmware`: the phase of the door
 machine (:mod:`firmware_sim.door`, the one table), the timer of that phase, what released the
-lock (a command or a pickup code), the last good occupancy reading and the health of its
-sensors. :class:`Doors` feeds sensor changes and timer expiries through the table and carries
-out each transition's effect: events into the uplink, deferred command results, notices to
-whoever watches the locker (the simulated people).
+lock (a command, a pickup code or the service key), the last good occupancy reading and the
+health of its sensors. :class:`Doors` feeds sensor changes and timer expiries through the table
+and carries out each transition's effect: events into the uplink, deferred command results,
+notices to whoever watches the locker (the simulated people). It also runs one piece of
+physics, because it shares the timers: the spring that pushes a released door ajar
+:data:`~firmware_sim.door.LOCK_ACTUATION_MS` after the release, unless the door is stuck.
 
 Sensors are supervised: a stuck door or occupancy sensor is flagged by its self-test at once
 (``sensor_fault``); while it is faulty its readings are ignored, and on recovery
 (``sensor_recovered``) the firmware re-reads it and reports what changed meanwhile. A
-compartment whose door sensor is faulty, or whose bolt jammed, is out of service.
+compartment whose door sensor is faulty, or which jammed, is out of service; a jammed one comes
+back once a technician has opened and shut it with the service key (protocol §10).
+
+Chilled compartments are sampled at every heartbeat: ``temperature_excursion`` once a
+compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without interruption,
+``temperature_restored`` once it has been back in range as long (protocol §7.3.11-12).
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ from protocol.messages import (
     TemperatureRestored,
 )
 
-TEMPERATURE_HYSTERESIS = 5
-"""Tenths of a degree inside the limits a temperature must be back within to be 'restored'."""
+TEMPERATURE_DEBOUNCE_MS = 5 * 60_000
+"""How long a chilled compartment must stay out of (or back in) range before it is reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,8 @@ class CompartmentFirmware:
     door_sensor_ok: bool = True
     occupancy_sensor_ok: bool = True
     temperature_alarm: bool = False
+    temperature_since: int | None = None
+    """Since when the temperature has been on the other side of the range from the alarm."""
 
     def state(self, now_ms: int, in_service: bool) -> CompartmentState:
         """Return this compartment as reported in a birth."""
@@ -129,29 +138,24 @@ class Doors:
         self.states: dict[str, CompartmentFirmware] = {}
         self.timed: set[str] = set()
         self.chilled: list[CompartmentFirmware] = []
+        now = clock()
         for cid, hw in cabinet.compartments.items():
+            hw.pops_at = None  # a release in progress died with the old boot: the latch holds
             door_open = hw.door_reading()
-            jammed = cid in nv.out_of_service and not door_open
-            phase = DoorPhase.JAMMED if jammed else DoorPhase.LOCKED
-            if door_open:
-                phase = DoorPhase.OPEN
+            phase = DoorPhase.OPEN if door_open else DoorPhase.LOCKED
             state = CompartmentFirmware(cid, hw, phase, hw.occupancy_reading())
             self.states[cid] = state
             if hw.chilled:
                 self.chilled.append(state)
             if door_open:
-                state.opened_at = self.now()
-                self._set_deadline(state, self.now() + settings().door_open_alarm_s * 1000)
+                state.opened_at = now
+                self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
             self.supervise(cid)
 
     # --- queries ----------------------------------------------------------------------------
 
     def in_service(self, state: CompartmentFirmware) -> bool:
-        return (
-            state.door_sensor_ok
-            and state.phase is not DoorPhase.JAMMED
-            and state.id not in self.nv.out_of_service
-        )
+        return state.door_sensor_ok and state.id not in self.nv.out_of_service
 
     def inventory(self) -> tuple[CompartmentState, ...]:
         now = self.now()
@@ -161,14 +165,19 @@ class Doors:
         return sum(1 for s in self.states.values() if s.phase is DoorPhase.OPEN)
 
     def next_deadline(self) -> int | None:
-        deadlines = (self.states[c].deadline for c in self.timed)
-        return min((d for d in deadlines if d is not None), default=None)
+        best: int | None = None
+        for cid in self.timed:
+            state = self.states[cid]
+            for due in (state.deadline, state.hw.pops_at):
+                if due is not None and (best is None or due < best):
+                    best = due
+        return best
 
     # --- the table --------------------------------------------------------------------------
 
     def _set_deadline(self, state: CompartmentFirmware, deadline: int | None) -> None:
         state.deadline = deadline
-        if deadline is None:
+        if deadline is None and state.hw.pops_at is None:
             self.timed.discard(state.id)
         else:
             self.timed.add(state.id)
@@ -184,63 +193,58 @@ class Doors:
         state.phase = transition.target
         effect = transition.effect
         now = self.now()
-        settings = self.settings()
         cid = state.id
-        if effect in (DoorEffect.PULSE_LOCK, DoorEffect.RELEASE_AGAIN):
-            state.request = request
-        pending = state.request.command_id if state.request else None
         if effect is DoorEffect.PULSE_LOCK:
-            self._set_deadline(state, now + LOCK_ACTUATION_MS)
-        elif effect in (DoorEffect.RELEASE_OK, DoorEffect.RELEASE_AGAIN):
-            self._set_deadline(state, now + settings.lock_release_s * 1000)
-            if pending:
-                self.answer(pending, ResultStatus.OK, Outcome.OPENED, cid)
-            if state.request is not None:
-                self.notify(Release(self.cabinet.spec.locker_id, cid, state.request, now))
+            state.request = request
+            if not state.hw.door_stuck:
+                state.hw.pops_at = now + LOCK_ACTUATION_MS  # the spring does the rest
+            self._set_deadline(state, now + self.settings().lock_release_s * 1000)
+            if request is not None:
+                self.notify(Release(self.cabinet.spec.locker_id, cid, request, now))
         elif effect is DoorEffect.ALREADY_OPEN:
             if request is not None and request.command_id:
                 self.answer(request.command_id, ResultStatus.OK, Outcome.ALREADY_OPEN, cid)
+        elif effect is DoorEffect.OPENED:
+            req = state.request or ReleaseRequest(DoorCause.SERVICE)
+            state.hw.pops_at = None
+            self.uplink.event(DoorOpened(cid, req.cause, req.command_id, req.code_hash))
+            if req.command_id:
+                self.answer(req.command_id, ResultStatus.OK, Outcome.OPENED, cid)
+            self._opened(state, now)
         elif effect is DoorEffect.JAMMED:
+            jammed = state.request
+            state.request = None
+            state.hw.pops_at = None
             self._set_deadline(state, None)
             self.nv.out_of_service.add(cid)
             self.store.commit(self.nv)
-            self.uplink.event(DoorJammed(cid, pending))
-            if pending:
-                self.answer(pending, ResultStatus.FAILED, Outcome.DOOR_JAMMED, cid)
-            state.request = None
-        elif effect in (DoorEffect.OPENED, DoorEffect.OPENED_BEFORE_FEEDBACK):
-            if effect is DoorEffect.OPENED_BEFORE_FEEDBACK and pending:
-                self.answer(pending, ResultStatus.OK, Outcome.OPENED, cid)
-            req = state.request or ReleaseRequest(DoorCause.SERVICE)
-            self.uplink.event(DoorOpened(cid, req.cause, req.command_id, req.code_hash))
-            self._opened(state, now, settings)
+            self.uplink.event(DoorJammed(cid, jammed.command_id if jammed else None))
+            if jammed is not None and jammed.command_id:
+                self.answer(jammed.command_id, ResultStatus.FAILED, Outcome.DOOR_JAMMED, cid)
         elif effect is DoorEffect.FORCED:
             state.request = None
             self.uplink.event(DoorForced(cid))
-            self._opened(state, now, settings)
+            self._opened(state, now)
         elif effect is DoorEffect.CLOSED:
+            serviced = state.request is not None and state.request.cause is DoorCause.SERVICE
             state.request = None
             self._set_deadline(state, None)
             if state.occupancy_sensor_ok:
                 state.occupied = state.hw.occupancy_reading()
             self.uplink.event(DoorClosed(cid, state.occupied, max(0, now - state.opened_at)))
-        elif effect is DoorEffect.RELOCKED:
-            state.request = None
-            self._set_deadline(state, None)
-        elif effect is DoorEffect.CLEARED:
-            self.nv.out_of_service.discard(cid)
-            self.store.commit(self.nv)
-            self.uplink.event(SensorRecovered(cid, Sensor.LOCK))
+            if serviced and cid in self.nv.out_of_service and state.door_sensor_ok:
+                self.nv.out_of_service.discard(cid)
+                self.store.commit(self.nv)
         return effect
 
-    def _opened(self, state: CompartmentFirmware, now: int, settings: Settings) -> None:
+    def _opened(self, state: CompartmentFirmware, now: int) -> None:
         state.opened_at = now
-        self._set_deadline(state, now + settings.door_open_alarm_s * 1000)
+        self._set_deadline(state, now + self.settings().door_open_alarm_s * 1000)
 
     # --- inputs -----------------------------------------------------------------------------
 
     def release(self, cid: str, request: ReleaseRequest) -> DoorEffect:
-        """Ask for the lock of ``cid`` to be released (the caller checked it is in service)."""
+        """Release the lock of ``cid`` (the caller checked it is not released already)."""
         return self.step(self.states[cid], DoorInput.RELEASE, request)
 
     def sense_door(self, cid: str) -> None:
@@ -280,53 +284,51 @@ class Doors:
                     state.occupied = now_occupied
                     self.uplink.event(OccupancyChanged(cid, now_occupied))
 
-    def clear_jam(self, cid: str) -> bool:
-        """A technician freed the bolt of ``cid``; return whether it was out of service."""
-        state = self.states[cid]
-        state.hw.bolt_stuck = False
-        if state.phase is DoorPhase.JAMMED:
-            self.step(state, DoorInput.JAM_CLEARED)
-            return True
-        if cid in self.nv.out_of_service:
-            self.nv.out_of_service.discard(cid)
-            self.store.commit(self.nv)
-            self.uplink.event(SensorRecovered(cid, Sensor.LOCK))
-            return True
-        return False
-
     # --- time -------------------------------------------------------------------------------
 
     def run_timers(self, now: int) -> None:
-        """Act on every door timer that has expired by ``now``."""
+        """Act on every door timer (and spring) that has expired by ``now``."""
         for cid in sorted(self.timed):
             state = self.states[cid]
-            if state.deadline is None or state.deadline > now:
-                continue
-            if state.phase is DoorPhase.RELEASING:
-                stuck = state.hw.bolt_stuck
-                self.step(state, DoorInput.LOCK_STUCK if stuck else DoorInput.LOCK_CONFIRMED)
-            elif state.phase is DoorPhase.RELEASED:
-                self.step(state, DoorInput.RELEASE_EXPIRED)
-            elif state.phase is DoorPhase.OPEN:
-                self.uplink.event(DoorLeftOpen(state.id, now - state.opened_at))
-                period = self.settings().door_open_alarm_s * 1000
-                self._set_deadline(state, state.deadline + period)
-            else:
-                self._set_deadline(state, None)
+            hw = state.hw
+            if hw.pops_at is not None and hw.pops_at <= now:
+                hw.pops_at = None
+                if not hw.door_open and not hw.door_stuck:
+                    hw.door_open = True  # physics: the spring pushes the door ajar
+                    self.sense_door(cid)
+            if state.deadline is not None and state.deadline <= now:
+                if state.phase is DoorPhase.RELEASED:
+                    self.step(state, DoorInput.RELEASE_EXPIRED)
+                elif state.phase is DoorPhase.OPEN:
+                    self.uplink.event(DoorLeftOpen(state.id, now - state.opened_at))
+                    period = self.settings().door_open_alarm_s * 1000
+                    self._set_deadline(state, state.deadline + period)
+                else:
+                    self._set_deadline(state, None)
+            if state.deadline is None and hw.pops_at is None:
+                self.timed.discard(cid)
 
     def sample_temperatures(self, now: int) -> None:
-        """Compare chilled compartments with the configured range; report excursions."""
+        """Compare chilled compartments with the configured range; report excursions that
+        lasted :data:`TEMPERATURE_DEBOUNCE_MS`, and restorations that lasted as long."""
         settings = self.settings()
         low, high = settings.chilled_min_deci_celsius, settings.chilled_max_deci_celsius
-        margin = min(TEMPERATURE_HYSTERESIS, (high - low) // 4)
         for state in self.chilled:
             value = state.hw.deci_celsius(now)
             if value is None:
                 continue
             value = max(-500, min(1000, value))
-            if not state.temperature_alarm and not low <= value <= high:
-                state.temperature_alarm = True
+            against_alarm = (low <= value <= high) == state.temperature_alarm
+            if not against_alarm:
+                state.temperature_since = None
+                continue
+            if state.temperature_since is None:
+                state.temperature_since = now
+            if now - state.temperature_since < TEMPERATURE_DEBOUNCE_MS:
+                continue
+            state.temperature_alarm = not state.temperature_alarm
+            state.temperature_since = None
+            if state.temperature_alarm:
                 self.uplink.event(TemperatureExcursion(state.id, value, low, high))
-            elif state.temperature_alarm and low + margin <= value <= high - margin:
-                state.temperature_alarm = False
+            else:
                 self.uplink.event(TemperatureRestored(state.id, value))

@@ -1,28 +1,31 @@
-"""The door state machine of one compartment: one table, in one place.
+"""The door state machine of one compartment: one table, in one place (protocol §10).
 
-The firmware sees a compartment through its lock actuator (with a feedback contact that says
-whether the bolt really retracted) and its door sensor. Those combine into five phases::
+Doors are spring-loaded, as the protocol describes them: releasing the lock lets the door pop
+ajar by itself (:data:`LOCK_ACTUATION_MS` after the release pulse), and the latch re-engages
+when the door is pushed shut. The firmware sees the lock it drives and the door sensor, which
+combine into three phases::
 
-    LOCKED ──release──▶ RELEASING ──lock_confirmed──▶ RELEASED ──door_opened──▶ OPEN
-      ▲                    │ lock_stuck                  │ release_expired        │
-      │                    ▼                             ▼                        │
-      │◀──jam_cleared── JAMMED            LOCKED (relocked silently)             │
-      └◀──────────────────────────────── door_closed ────────────────────────────┘
+    LOCKED ──release──▶ RELEASED ──door_opened──▶ OPEN ──door_closed──▶ LOCKED
+      │                    │ release_expired (lock_release_s, door still shut)
+      │                    ▼
+      │                 LOCKED, out of service (door_jammed)
+      └──door_opened──▶ OPEN   (nothing released the lock: door_forced)
 
-    LOCKED ──door_opened──▶ OPEN   (nothing released the lock: the door was forced)
+Consequences, all as §10 requires:
 
-Decisions recorded here (see also docs/simulator.md):
-
-* The result of an open command reports what the *lock* did, known ``LOCK_ACTUATION_MS`` after
-  the pulse from the feedback contact: ``opened`` (bolt retracted) or ``door_jammed`` (bolt
-  stuck). The door opening is a separate ``door_opened`` event, when a person opens it.
-* A released lock that nobody opens within ``lock_release_s`` relocks silently: no
-  ``door_closed`` (the door never opened) and no jam. Only a stuck bolt (the *door jam* fault)
-  gives ``door_jammed``, and takes the compartment out of service until a technician clears it.
-* A door that opens while its bolt is engaged (LOCKED or JAMMED) was forced: ``door_forced``.
+* The result of an open command is known when the door opens (``opened``, after the
+  ``door_opened`` event) or when ``lock_release_s`` passes without it opening (``door_jammed``,
+  after the ``door_jammed`` event; the lock re-engages and the compartment leaves service).
+* Since a released door pops open by itself, only a door that is physically stuck (the *door
+  jam* fault) produces ``door_jammed``; a door nobody comes to is not a jam but a door left
+  open (``door_left_open``, repeated every ``door_open_alarm_s``).
+* A door that opens while its lock is engaged was forced (``door_forced``), also after a jam.
+* A compartment returns to service when a technician opens it with the service key and shuts it
+  again (``door_opened`` with cause ``service``, then ``door_closed``).
 
 :func:`door_step` looks a transition up; a pair not in :data:`DOOR_TABLE` raises
-:class:`IllegalDoorTransition`, naming the phase and the input.
+:class:`IllegalDoorTransition`, naming the phase and the input. (Callers refuse a release of a
+door that is already released, with ``busy``, before asking the table.)
 """
 
 from __future__ import annotations
@@ -31,41 +34,31 @@ import enum
 from dataclasses import dataclass
 
 LOCK_ACTUATION_MS = 500
-"""How long after the release pulse the lock's feedback contact is read."""
+"""From the release pulse until the spring has pushed the door ajar."""
 
 
 class DoorPhase(enum.StrEnum):
-    LOCKED = "locked"  # door closed, bolt engaged
-    RELEASING = "releasing"  # release pulse sent, waiting for the feedback contact
-    RELEASED = "released"  # bolt retracted, door still closed, waiting for someone to open it
-    OPEN = "open"  # door open (the bolt re-engages when it closes)
-    JAMMED = "jammed"  # the bolt did not retract: out of service until cleared
+    LOCKED = "locked"  # door closed, latch engaged
+    RELEASED = "released"  # latch released, door still closed: it should pop open now
+    OPEN = "open"  # door open (the latch re-engages when it is shut)
 
 
 class DoorInput(enum.StrEnum):
-    RELEASE = "release"  # a command or a pickup code asks for the lock to be released
-    LOCK_CONFIRMED = "lock_confirmed"  # feedback contact: bolt retracted
-    LOCK_STUCK = "lock_stuck"  # feedback contact: bolt still engaged
+    RELEASE = "release"  # a command, a pickup code or the service key releases the lock
     DOOR_OPENED = "door_opened"  # door sensor: open
     DOOR_CLOSED = "door_closed"  # door sensor: closed
     RELEASE_EXPIRED = "release_expired"  # lock_release_s passed with the door still closed
-    JAM_CLEARED = "jam_cleared"  # a technician freed the bolt
 
 
 class DoorEffect(enum.StrEnum):
     """What the firmware does and reports on a transition."""
 
-    PULSE_LOCK = "pulse_lock"  # fire the solenoid; read the feedback after LOCK_ACTUATION_MS
-    RELEASE_OK = "release_ok"  # result "opened"; wait lock_release_s for the door
-    RELEASE_AGAIN = "release_again"  # already released: result "opened", wait time restarts
+    PULSE_LOCK = "pulse_lock"  # release the latch; wait lock_release_s for the door to open
     ALREADY_OPEN = "already_open"  # result "already_open"
-    JAMMED = "jammed"  # door_jammed event, failed result, compartment out of service
-    OPENED = "opened"  # door_opened event with the cause of the release
-    OPENED_BEFORE_FEEDBACK = "opened_before_feedback"  # result "opened" and door_opened
-    FORCED = "forced"  # door_forced event; the door is open
-    CLOSED = "closed"  # door_closed event with occupancy and how long it was open
-    RELOCKED = "relocked"  # nobody opened the door: relock without any event
-    CLEARED = "cleared"  # sensor_recovered (lock): back in service
+    OPENED = "opened"  # door_opened with the release's cause, then result "opened"
+    JAMMED = "jammed"  # relock; door_jammed, then result "door_jammed"; out of service
+    FORCED = "forced"  # door_forced: an alarm
+    CLOSED = "closed"  # door_closed with occupancy; back in service after a service opening
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +70,12 @@ class DoorTransition:
 Ph, In, Ef = DoorPhase, DoorInput, DoorEffect
 
 DOOR_TABLE: dict[tuple[DoorPhase, DoorInput], DoorTransition] = {
-    (Ph.LOCKED, In.RELEASE): DoorTransition(Ph.RELEASING, Ef.PULSE_LOCK),
+    (Ph.LOCKED, In.RELEASE): DoorTransition(Ph.RELEASED, Ef.PULSE_LOCK),
     (Ph.LOCKED, In.DOOR_OPENED): DoorTransition(Ph.OPEN, Ef.FORCED),
-    (Ph.RELEASING, In.LOCK_CONFIRMED): DoorTransition(Ph.RELEASED, Ef.RELEASE_OK),
-    (Ph.RELEASING, In.LOCK_STUCK): DoorTransition(Ph.JAMMED, Ef.JAMMED),
-    (Ph.RELEASING, In.DOOR_OPENED): DoorTransition(Ph.OPEN, Ef.OPENED_BEFORE_FEEDBACK),
-    (Ph.RELEASED, In.RELEASE): DoorTransition(Ph.RELEASED, Ef.RELEASE_AGAIN),
     (Ph.RELEASED, In.DOOR_OPENED): DoorTransition(Ph.OPEN, Ef.OPENED),
-    (Ph.RELEASED, In.RELEASE_EXPIRED): DoorTransition(Ph.LOCKED, Ef.RELOCKED),
+    (Ph.RELEASED, In.RELEASE_EXPIRED): DoorTransition(Ph.LOCKED, Ef.JAMMED),
     (Ph.OPEN, In.RELEASE): DoorTransition(Ph.OPEN, Ef.ALREADY_OPEN),
     (Ph.OPEN, In.DOOR_CLOSED): DoorTransition(Ph.LOCKED, Ef.CLOSED),
-    (Ph.JAMMED, In.DOOR_OPENED): DoorTransition(Ph.OPEN, Ef.FORCED),
-    (Ph.JAMMED, In.JAM_CLEARED): DoorTransition(Ph.LOCKED, Ef.CLEARED),
 }
 """Every legal (phase, input) pair of the door machine and what it leads to."""
 

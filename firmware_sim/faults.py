@@ -14,9 +14,11 @@ What each fault does, and what the controller gets to see of it:
                               replays everything unacknowledged
 ``broker_outage``             every locker of the fleet loses the broker at once and cannot
                               reconnect for the duration (fleet-wide ``network_drop``)
-``door_jam``                  a bolt sticks: the next release gives ``door_jammed`` (event and a
+``door_jam``                  a door sticks: the next release gives ``door_jammed`` (event and a
                               ``failed`` result) and takes the compartment out of service; after
-                              the duration a technician frees it (``sensor_recovered``, lock)
+                              the duration a technician frees it and opens and shuts it with the
+                              service key (``door_opened`` cause ``service``, ``door_closed``):
+                              back in service
 ``stuck_sensor``              a door or occupancy sensor freezes: ``sensor_fault``, then
                               ``sensor_recovered`` (and what changed meanwhile)
 ``power_loss``                mains fails: ``power_changed`` (battery), battery alarms at 20 %
@@ -48,6 +50,9 @@ from firmware_sim.agenda import Agenda
 from firmware_sim.clock import Clock
 from firmware_sim.locker import Locker
 from protocol.messages import Sensor, TemperatureClass
+
+TECHNICIAN_SHUTS_MS = 5_000
+"""After freeing a jammed door with the service key, the technician shuts it this much later."""
 
 
 class FaultKind(enum.StrEnum):
@@ -259,8 +264,10 @@ class FaultInjector:
                 self.not_applicable[kind.value] += 1
                 return False
             if kind is FaultKind.DOOR_JAM:
-                locker.jam_bolt(cid)
+                locker.jam_door(cid)
                 later(end, lambda: locker.clear_jam(cid), f"technician frees {locker_id}/{cid}")
+                shut = end + TECHNICIAN_SHUTS_MS
+                later(shut, lambda: locker.close_door(cid), f"technician shuts {locker_id}/{cid}")
             elif kind is FaultKind.STUCK_SENSOR:
                 sensor = fault.sensor
                 locker.stick_sensor(cid, sensor)

@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from firmware_sim.agenda import Agenda
-from firmware_sim.clock import Clock, SystemClock
+from firmware_sim.clock import Clock, ScaledClock, SystemClock
 from firmware_sim.faults import Fault, FaultInjector, FaultPlan
 from firmware_sim.locker import Locker
 from firmware_sim.netloop import LoopClient, NetLoop
@@ -78,8 +78,12 @@ class FleetOptions:
     attendant: AttendantPolicy | None = field(default_factory=AttendantPolicy)
     """Who completes remote opens physically; None: nobody comes."""
     seed: int = 0
+    time_scale: float = 1.0
+    """Run the lockers' clock this many times faster than real time (see ScaledClock)."""
 
     def __post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
         if self.connect_window < 1:
             raise ValueError("connect_window must be at least 1")
         if self.connect_workers is not None and self.connect_workers < 0:
@@ -145,6 +149,7 @@ class LockerSession:
         "locker",
         "pending_mids",
         "state",
+        "subscription",
         "topics",
     )
 
@@ -162,6 +167,7 @@ class LockerSession:
         self.link_boot = 0
         self.connected_once = False
         self.pending_mids: set[int] = set()
+        self.subscription: int | None = None
 
 
 class MqttFleet:
@@ -178,12 +184,13 @@ class MqttFleet:
     ) -> None:
         self.options = options or FleetOptions()
         self.broker = broker
-        self.clock = clock or SystemClock()
+        scale = self.options.time_scale
+        self.clock = clock or (ScaledClock(scale) if scale != 1.0 else SystemClock())
         self.layout = TopicLayout(self.options.topic_root)
         workers = self.options.connect_workers
         if workers is None:
             workers = 0 if _is_loopback(broker.host) else 4
-        self.loop = NetLoop(clock=self.clock, connect_workers=workers)
+        self.loop = NetLoop(clock=self.clock, connect_workers=workers, time_scale=scale)
         self.agenda = Agenda()
         self.people = People(self.agenda, self.clock, self.options.seed)
         self.rng = random.Random(self.options.seed)
@@ -230,6 +237,7 @@ class MqttFleet:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
         locker.on_change = lambda: self._dirty.add(session)
@@ -252,7 +260,12 @@ class MqttFleet:
         for session in self.sessions.values():
             self._dirty.add(session)
         self.faults.start()
-        self.loop.at(self.clock.now_ms() + MISC_TICK_MS, self._misc_tick)
+        self.loop.at(self.clock.now_ms() + self._real(MISC_TICK_MS), self._misc_tick)
+
+    def _real(self, ms: int) -> int:
+        """Clock milliseconds that last ``ms`` real milliseconds (transport timing stays real
+        under a time scale: keep-alive, connect pacing, backoff)."""
+        return int(ms * self.options.time_scale)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop: every connection is dropped as a dead locker's would be (last wills fire)."""
@@ -331,7 +344,8 @@ class MqttFleet:
     def _stats(self) -> FleetStats:
         c = self.counts
         errors = c["connect_failures"] + c["connack_refused"] + c["connack_timeouts"]
-        errors += c["publish_errors"] + self.loop.errors + len(self.agenda.failures)
+        errors += c["publish_errors"] + c["subscribe_refused"]
+        errors += self.loop.errors + len(self.agenda.failures)
         return FleetStats(
             lockers=len(self.sessions),
             connected=self.connected_count(),
@@ -379,18 +393,23 @@ class MqttFleet:
         locker = session.locker
         state = session.state
         if state is LinkState.CONNECTED:
+            client = session.client
+            topics = session.topics
+            published = False
+            for out in locker.take_outgoing():
+                info = client.publish(topics[out.channel], out.payload, out.qos, out.retain)
+                published = True
+                self.counts["publishes"] += 1
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self.counts["publish_errors"] += 1
+                elif out.qos:
+                    session.pending_mids.add(info.mid)
             if not locker.link_wanted or locker.boot_id != session.link_boot:
-                self._drop(session)
-            else:
-                client = session.client
-                topics = session.topics
-                for out in locker.take_outgoing():
-                    info = client.publish(topics[out.channel], out.payload, out.qos, out.retain)
-                    self.counts["publishes"] += 1
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        self.counts["publish_errors"] += 1
-                    elif out.qos:
-                        session.pending_mids.add(info.mid)
+                if published:  # a goodbye first (written at the end of this turn), then drop
+                    attempt = session.attempt
+                    self.loop.at(now, lambda: self._drop_if_still(session, attempt))
+                else:
+                    self._drop(session)
         elif state is LinkState.IDLE and locker.link_wanted:
             self._enqueue(session)
         deadline = locker.next_deadline_ms()
@@ -424,7 +443,7 @@ class MqttFleet:
                 continue
             self._start_connect(session)
             if options.connect_interval_ms:
-                self._next_admit = now + options.connect_interval_ms
+                self._next_admit = now + self._real(options.connect_interval_ms)
                 self.loop.at(self._next_admit, _nothing)
                 break
 
@@ -451,7 +470,7 @@ class MqttFleet:
             self._backoff(session)
             return
         session.state = LinkState.HANDSHAKE
-        timeout_at = self.clock.now_ms() + self.options.connack_timeout_ms
+        timeout_at = self.clock.now_ms() + self._real(self.options.connack_timeout_ms)
         self.loop.at(timeout_at, lambda: self._connack_timeout(session, attempt))
 
     def _connack_timeout(self, session: LockerSession, attempt: int) -> None:
@@ -465,7 +484,7 @@ class MqttFleet:
         ceiling = min(
             options.reconnect_max_ms, options.reconnect_min_ms << min(session.failures, 16)
         )
-        delay = int(ceiling * self.rng.uniform(0.5, 1.0))
+        delay = self._real(int(ceiling * self.rng.uniform(0.5, 1.0)))
         at = max(self.clock.now_ms() + delay, self._outage_until + delay // 4)
         session.state = LinkState.BACKOFF
         attempt = session.attempt
@@ -485,6 +504,10 @@ class MqttFleet:
                 sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
             session.client.loop_read()
 
+    def _drop_if_still(self, session: LockerSession, attempt: int) -> None:
+        if session.attempt == attempt and session.state is LinkState.CONNECTED:
+            self._drop(session)
+
     def _misc_tick(self) -> None:
         order = self._misc_order
         if order:
@@ -494,7 +517,7 @@ class MqttFleet:
                 session = order[self._misc_index]
                 if session.state is LinkState.CONNECTED:
                     session.client.loop_misc()
-        self.loop.at(self.clock.now_ms() + MISC_TICK_MS, self._misc_tick)
+        self.loop.at(self.clock.now_ms() + self._real(MISC_TICK_MS), self._misc_tick)
 
     # --- paho callbacks (network thread) ----------------------------------------------------
 
@@ -517,8 +540,18 @@ class MqttFleet:
         session.connected_once = True
         session.failures = 0
         session.link_boot = session.locker.boot_id
-        if not flags.session_present:
-            client.subscribe([(session.cmd_topic, 1), (session.ack_topic, 1)])
+        # Subscribe even when the session was resumed, and go online on the SUBACK (§6).
+        _rc, session.subscription = client.subscribe(
+            [(session.cmd_topic, 1), (session.ack_topic, 1)]
+        )
+
+    def _on_subscribe(
+        self, client: mqtt.Client, session: LockerSession, mid: int, codes: Any, _p: Any
+    ) -> None:
+        if mid != session.subscription or session.state is not LinkState.CONNECTED:
+            return
+        if any(code.is_failure for code in codes):
+            self.counts["subscribe_refused"] += 1
         session.locker.connected()
 
     def _on_disconnect(

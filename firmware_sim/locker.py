@@ -27,7 +27,7 @@ the locker synchronously; they schedule what they do.
 from __future__ import annotations
 
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from firmware_sim.cabinet import DEFAULT_RISE_DECI_C_PER_MIN, Cabinet, PhysicalActionError
@@ -57,6 +57,7 @@ from protocol.messages import (
     Pickup,
     PowerChanged,
     PowerSource,
+    PresenceState,
     RefusalReason,
     RequestRebirth,
     ResultStatus,
@@ -70,6 +71,9 @@ from protocol.topics import Channel
 
 REBOOT_DELAY_MS = 1_000
 """Between accepting a reboot command and restarting (so that its result can go out)."""
+MAX_OPENS_PER_WINDOW = 20
+OPEN_WINDOW_MS = 60_000
+"""At most 20 ``open_compartment`` commands are executed in any 60 s; more are ``busy``."""
 
 _DEPOSIT_PURPOSES = {OpenPurpose.DEPOSIT, OpenPurpose.DROPOFF}
 
@@ -100,6 +104,8 @@ class Locker:
         self.on_change: Callable[[], None] | None = None
         self.observers: list[Callable[[Locker, Release], None]] = []
         self._phase_ms = zlib.crc32(spec.locker_id.encode())
+        self._farewell: list[Outgoing] = []
+        """The offline presence published before a deliberate restart (it outlives the boot)."""
         if power_on:
             self._boot()
 
@@ -152,12 +158,13 @@ class Locker:
         self.uplink = Uplink(
             self.locker_id, nv, self.store, self.limits, self.rtc_ms, self._now, self.counters
         )
-        self.uplink.report_previous_boot_drops()
+        self.uplink.report_drops()  # forgets a record an earlier boot could not report
         self._screen = Screen()
         self._keypad = KeypadGuard()
         now = self._now()
         self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
+        self._recent_opens: deque[int] = deque()
         self._battery_alarm: tuple[int, int] | None = None
         self.doors = Doors(
             self.cabinet,
@@ -198,6 +205,9 @@ class Locker:
         """Return (and forget) what the transport must send now, in order."""
         if not self.powered:
             return []
+        if self._farewell:
+            out, self._farewell = self._farewell, []
+            return out + self.uplink.take()
         return self.uplink.take()
 
     def receive(self, channel: Channel, payload: bytes) -> None:
@@ -275,13 +285,24 @@ class Locker:
             self._refuse(command_id, action, RefusalReason.UNKNOWN_COMPARTMENT, args.compartment)
         elif not self.doors.in_service(state):
             self._refuse(command_id, action, RefusalReason.OUT_OF_SERVICE, args.compartment)
-        elif state.phase is DoorPhase.RELEASING:
+        elif state.phase is DoorPhase.RELEASED or not self._open_allowed():
             self._refuse(command_id, action, RefusalReason.BUSY, args.compartment)
         else:
             verb = "请存件" if args.purpose in _DEPOSIT_PURPOSES else "请取件"
             self._screen.show(args.screen_text or f"{verb} {state.id}", self._now())
             request = ReleaseRequest(DoorCause.COMMAND, command_id, args.purpose)
             self.doors.release(state.id, request)
+
+    def _open_allowed(self) -> bool:
+        """The locker-side rate limit on remote opens (protocol §9: 20 in 60 s)."""
+        now = self._now()
+        recent = self._recent_opens
+        while recent and now - recent[0] >= OPEN_WINDOW_MS:
+            recent.popleft()
+        if len(recent) >= MAX_OPENS_PER_WINDOW:
+            return False
+        recent.append(now)
+        return True
 
     def _apply_config(self, command_id: str, config: SetConfig) -> None:
         current = self.settings
@@ -405,8 +426,10 @@ class Locker:
         entry = nv.codes.match(hashed, self.rtc_ms()) if is_well_formed_code(code) else None
         state = self.doors.states.get(entry.compartment) if entry is not None else None
         if entry is not None and state is not None:
-            if not self.doors.in_service(state) or state.phase is DoorPhase.RELEASING:
+            if not self.doors.in_service(state):
                 self._screen.show(f"{state.id} 暂停服务 out of service, call hotline", now)
+            elif state.phase is DoorPhase.RELEASED:
+                self._screen.show(f"{state.id} 请稍候 Please wait", now)
             else:
                 nv.codes.consume(hashed)
                 self.store.commit(nv)
@@ -429,21 +452,27 @@ class Locker:
     # --- people at the doors ----------------------------------------------------------------
 
     def open_door(self, compartment: str) -> None:
-        """A person pulls the door of ``compartment`` open (by force if the bolt is engaged).
+        """A person pulls the door of ``compartment`` open: by force if the latch is engaged;
+        nothing happens if it is open already (a released door pops ajar by itself).
 
-        Raises :class:`PhysicalActionError` for an unknown compartment or an open door.
+        Raises :class:`PhysicalActionError` for an unknown compartment or a stuck door.
         """
         hw = self.cabinet.compartment(compartment)
         if hw.door_open:
-            raise PhysicalActionError(f"{self.locker_id}/{compartment}: the door is already open")
+            return
+        if hw.door_stuck:
+            raise PhysicalActionError(f"{self.locker_id}/{compartment}: the door is stuck")
         hw.door_open = True
         self._sense_door(compartment)
 
     def close_door(self, compartment: str) -> None:
-        """A person pushes the door of ``compartment`` shut. Raises :class:`PhysicalActionError`."""
+        """A person pushes the door of ``compartment`` shut (nothing if it is shut already).
+
+        Raises :class:`PhysicalActionError` for an unknown compartment.
+        """
         hw = self.cabinet.compartment(compartment)
         if not hw.door_open:
-            raise PhysicalActionError(f"{self.locker_id}/{compartment}: the door is already shut")
+            return
         hw.door_open = False
         self._sense_door(compartment)
 
@@ -469,17 +498,28 @@ class Locker:
 
     def door_unlatched(self, compartment: str) -> bool:
         """Whether a person pulling the door now would open it without force."""
-        if not self.powered:
+        if not self.powered or self.cabinet.compartment(compartment).door_stuck:
             return False
         state = self.doors.states.get(compartment)
         return state is not None and state.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
 
-    def clear_jam(self, compartment: str) -> None:
-        """A technician frees a stuck bolt; the compartment returns to service."""
-        self.cabinet.compartment(compartment).bolt_stuck = False
+    def service_key(self, compartment: str) -> None:
+        """A technician turns the service key: the lock releases (cause ``service``) whatever
+        the compartment's state; once the door has been opened and shut, a compartment out of
+        service after a jam is back in service. Nothing happens to a released or open door.
+        """
+        self.cabinet.compartment(compartment)
         if self.powered:
-            self.doors.clear_jam(compartment)
+            state = self.doors.states[compartment]
+            if state.phase is DoorPhase.LOCKED:
+                self.doors.release(compartment, ReleaseRequest(DoorCause.SERVICE))
         self._changed()
+
+    def clear_jam(self, compartment: str) -> None:
+        """A technician frees a stuck door and opens it with the service key; shutting it
+        afterwards (:meth:`close_door`) returns the compartment to service."""
+        self.cabinet.compartment(compartment).door_stuck = False
+        self.service_key(compartment)
 
     def _sense_door(self, compartment: str) -> None:
         if self.powered:
@@ -488,9 +528,9 @@ class Locker:
 
     # --- faults acting on the hardware ------------------------------------------------------
 
-    def jam_bolt(self, compartment: str, stuck: bool = True) -> None:
-        """Make the bolt of ``compartment`` stick (the next release jams), or free it."""
-        self.cabinet.compartment(compartment).bolt_stuck = stuck
+    def jam_door(self, compartment: str, stuck: bool = True) -> None:
+        """Make the door of ``compartment`` stick (the next release jams), or free it."""
+        self.cabinet.compartment(compartment).door_stuck = stuck
 
     def stick_sensor(self, compartment: str, sensor: Sensor, stuck: bool = True) -> None:
         """Freeze the door or occupancy sensor of ``compartment`` at its reading, or free it."""
@@ -622,6 +662,9 @@ class Locker:
             return
         now = self._now()
         if self._reboot_at is not None and now >= self._reboot_at:
+            if self.uplink.connected:  # a deliberate restart says goodbye (protocol §6)
+                offline = self.uplink.presence(PresenceState.OFFLINE, self.uplink.connection)
+                self._farewell.append(offline)
             self.reboot()
             return
         self.doors.run_timers(now)

@@ -19,7 +19,8 @@ connecting on the loop thread itself (``connect_workers=0``) is several times fa
 
 Everything else happens on the loop thread. Other threads get in with :meth:`NetLoop.call`
 (returns a :class:`concurrent.futures.Future`) or :meth:`NetLoop.call_soon`; a socket pair wakes
-the selector up. Timers (:meth:`NetLoop.at`) use the given clock's milliseconds.
+the selector up. Timers (:meth:`NetLoop.at`) use the given clock's milliseconds (with
+``time_scale`` telling how fast that clock runs).
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ class NetLoop:
         clock: Clock | None = None,
         connect_workers: int = 4,
         name: str = "locker-sim-net",
+        time_scale: float = 1.0,
     ) -> None:
         self.clock = clock or SystemClock()
+        self.time_scale = time_scale
+        """How many clock milliseconds pass per real millisecond (a scaled clock's speed)."""
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -289,7 +293,8 @@ class NetLoop:
         if ran == TIMERS_PER_TURN or self._calls or self._to_flush:
             wait = 0.0
         elif timers:
-            wait = min(wait, max(0.0, (timers[0][0] - self.clock.now_ms()) / 1000))
+            ahead = (timers[0][0] - self.clock.now_ms()) / 1000 / self.time_scale
+            wait = min(wait, max(0.0, ahead))
         for key, mask in self.selector.select(wait):
             client = key.data
             if client is None:

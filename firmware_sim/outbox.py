@@ -3,14 +3,15 @@
 Births, events and command results go into the buffer (held in :class:`NonVolatile`, so they
 survive reboots) under their ``(boot_id, seq)``. While connected the locker sends them oldest
 first, at most ``max_in_flight`` unacknowledged at a time; one not acknowledged within
-``retransmit_ms`` is sent again, the wait doubling each time up to ``retransmit_max_ms`` (a
-locker facing a silent controller keeps trying without flooding the uplink). An acknowledgement
-removes what it names; a lost connection makes everything in flight unsent again, to be replayed
-in order on the next connection.
+``retransmit_ms`` is sent again, the wait doubling each time up to ``retransmit_max_ms``
+(protocol §5.5: 30 s doubling to 300 s). A lost connection makes everything in flight unsent
+again, to be replayed in order on the next connection. Sends from the buffer are paced at
+``pace_per_s`` (a token bucket of that size), so a locker back from a day offline does not
+flood the uplink; the birth on connecting is never held back.
 
-The buffer holds at most ``capacity`` messages. What does not fit is dropped *by the caller*
-(the locker), which counts it and reports it with an ``events_dropped`` event once there is room
-again: overflow is never silent. Only the in-flight bookkeeping here is volatile.
+The buffer holds at most ``capacity`` messages (protocol: at least 1,000); when full, the
+caller discards the oldest (:meth:`Outbox.discard_oldest`) and reports it. Only the in-flight
+bookkeeping and the pacing are volatile.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from protocol.messages import SeqRange
 
 DEFAULT_CAPACITY = 2_000
 DEFAULT_MAX_IN_FLIGHT = 50
-DEFAULT_RETRANSMIT_MS = 10_000
+DEFAULT_RETRANSMIT_MS = 30_000
 DEFAULT_RETRANSMIT_MAX_MS = 300_000
+DEFAULT_PACE_PER_S = 20
 
 
 @dataclass(slots=True)
@@ -39,10 +41,11 @@ class OutboxLimits:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     retransmit_ms: int = DEFAULT_RETRANSMIT_MS
     retransmit_max_ms: int = DEFAULT_RETRANSMIT_MAX_MS
+    pace_per_s: int = DEFAULT_PACE_PER_S
 
     def __post_init__(self) -> None:
-        if self.capacity < 1 or self.max_in_flight < 1:
-            raise ValueError("capacity and max_in_flight must be at least 1")
+        if self.capacity < 1 or self.max_in_flight < 1 or self.pace_per_s < 1:
+            raise ValueError("capacity, max_in_flight and pace_per_s must be at least 1")
         if not 0 < self.retransmit_ms <= self.retransmit_max_ms:
             raise ValueError("need 0 < retransmit_ms <= retransmit_max_ms")
 
@@ -54,6 +57,9 @@ class Outbox:
         self.entries = entries
         self.limits = limits
         self._in_flight: dict[tuple[int, int], _InFlight] = {}
+        self._tokens = float(limits.pace_per_s)
+        self._refilled: int | None = None
+        self._starved = False
         self.retransmissions = 0
 
     def __len__(self) -> int:
@@ -63,8 +69,19 @@ class Outbox:
         return len(self.entries) < self.limits.capacity
 
     def add(self, entry: Buffered) -> None:
-        """Keep ``entry`` (the caller checked :meth:`has_room`, or it is an overflow report)."""
+        """Keep ``entry`` (the caller made room with :meth:`discard_oldest` if needed)."""
         self.entries[(entry.boot_id, entry.seq)] = entry
+
+    def discard_oldest(self, prefer_boot: int) -> Buffered | None:
+        """Remove and return the oldest entry of boot ``prefer_boot``, or failing that the
+        oldest of any boot (None if the buffer is empty)."""
+        victim = next((k for k in self.entries if k[0] == prefer_boot), None)
+        if victim is None:
+            victim = next(iter(self.entries), None)
+        if victim is None:
+            return None
+        self._in_flight.pop(victim, None)
+        return self.entries.pop(victim)
 
     def send_first(self, key: tuple[int, int], now_ms: int) -> Buffered | None:
         """Mark the entry ``key`` as sent now, ahead of older ones (the birth on connect)."""
@@ -73,43 +90,61 @@ class Outbox:
             self._in_flight[key] = _InFlight(now_ms, 1)
         return entry
 
+    def _wait(self, attempts: int) -> int:
+        limits = self.limits
+        return min(limits.retransmit_max_ms, limits.retransmit_ms << min(attempts - 1, 20))
+
+    def _refill(self, now_ms: int) -> None:
+        pace = self.limits.pace_per_s
+        if self._refilled is not None:
+            self._tokens = min(float(pace), self._tokens + (now_ms - self._refilled) * pace / 1000)
+        self._refilled = now_ms
+
     def due(self, now_ms: int) -> list[Buffered]:
         """Return what to send now: expired in-flight messages again, then unsent ones, oldest
-        first, up to ``max_in_flight`` unacknowledged. Marks them sent at ``now_ms``."""
+        first, up to ``max_in_flight`` unacknowledged and as the pace allows. Marks them sent
+        at ``now_ms``."""
+        self._refill(now_ms)
         out: list[Buffered] = []
-        limits = self.limits
+        self._starved = False
         for key, flight in self._in_flight.items():
-            wait = min(limits.retransmit_max_ms, limits.retransmit_ms << (flight.attempts - 1))
-            if now_ms - flight.sent_at >= wait:
+            if now_ms - flight.sent_at >= self._wait(flight.attempts):
+                if self._tokens < 1:
+                    self._starved = True
+                    return out
+                self._tokens -= 1
                 flight.sent_at = now_ms
                 flight.attempts += 1
                 self.retransmissions += 1
                 out.append(self.entries[key])
-        room = limits.max_in_flight - len(self._in_flight)
+        room = self.limits.max_in_flight - len(self._in_flight)
         if room > 0 and len(self._in_flight) < len(self.entries):
             for key, entry in self.entries.items():
-                if key not in self._in_flight:
-                    self._in_flight[key] = _InFlight(now_ms, 1)
-                    out.append(entry)
-                    room -= 1
-                    if room == 0:
-                        break
+                if key in self._in_flight:
+                    continue
+                if self._tokens < 1:
+                    self._starved = True
+                    break
+                self._tokens -= 1
+                self._in_flight[key] = _InFlight(now_ms, 1)
+                out.append(entry)
+                room -= 1
+                if room == 0:
+                    break
         return out
 
-    def next_deadline(self) -> int | None:
-        """Return when an in-flight message is next due for resending (None: nothing is)."""
-        limits = self.limits
+    def next_deadline(self, now_ms: int) -> int | None:
+        """Return when something is next due to be sent (None: nothing is waiting)."""
         best: int | None = None
+        if self._starved:  # when the bucket holds a whole token again
+            pace = self.limits.pace_per_s
+            since = self._refilled if self._refilled is not None else now_ms
+            best = since + int((1 - self._tokens) * 1000 / pace) + 1
         for flight in self._in_flight.values():
-            wait = min(limits.retransmit_max_ms, limits.retransmit_ms << (flight.attempts - 1))
-            due = flight.sent_at + wait
+            due = flight.sent_at + self._wait(flight.attempts)
             if best is None or due < best:
                 best = due
         return best
-
-    def can_send_more(self) -> bool:
-        """Whether unsent entries are waiting and the in-flight window has room."""
-        return len(self._in_flight) < min(self.limits.max_in_flight, len(self.entries))
 
     def acknowledge(self, boot_id: int, ranges: Iterable[SeqRange]) -> int:
         """Remove the entries of ``boot_id`` named by ``ranges``; return how many were removed."""
@@ -128,6 +163,7 @@ class Outbox:
     def connection_lost(self) -> None:
         """Forget what was in flight: all of it is replayed on the next connection."""
         self._in_flight.clear()
+        self._starved = False
 
     @property
     def in_flight(self) -> int:

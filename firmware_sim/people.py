@@ -135,10 +135,14 @@ class People:
     # Single steps, each done only if a person physically can.
 
     def open(self, locker: Locker, compartment: str) -> None:
-        """Pull the door open if its lock is released; too late (relocked) is counted."""
-        if locker.cabinet.compartment(compartment).door_open:
+        """Pull the door open if its lock is released (a released door usually stands ajar
+        already); a relocked or stuck door is counted, not forced."""
+        hw = locker.cabinet.compartment(compartment)
+        if hw.door_open:
             return
-        if locker.door_unlatched(compartment):
+        if hw.door_stuck:
+            self.counts["stuck_doors"] += 1
+        elif locker.door_unlatched(compartment):
             locker.open_door(compartment)
         else:
             self.counts["too_late"] += 1

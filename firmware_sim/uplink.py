@@ -7,13 +7,13 @@ retained ``online`` presence, then the birth, then the replay of everything unac
 sequence order. Telemetry and presence carry the last sequence number taken (the high-water mark)
 and are never buffered.
 
-Overflow: when the buffer is full a new sequenced message still takes its number but is not
-kept; the run of lost numbers is recorded in non-volatile memory and reported with an
-``events_dropped`` event as soon as an acknowledgement makes room (the report itself is exempt
-from the limit). A run still unreported at a reboot is reported in the *old* boot's stream, as
-sequence number ``last_seq + 1`` of that boot, so the receiver sees exactly which numbers of
-which boot are gone. Nothing here encodes anything by hand: every payload comes from
-:func:`protocol.codec.encode` of a validated message.
+Overflow (protocol §5.7): when the buffer is full, the oldest buffered message of the current
+boot is discarded to make room (of an earlier boot only if the current one has none left). The
+discarded numbers of the current boot are recorded in non-volatile memory and reported with an
+``events_dropped`` event (count and range) as soon as an acknowledgement makes room; every
+discarded message counts in telemetry's ``events_dropped_total``. Nothing here encodes
+anything by hand: every payload comes from :func:`protocol.codec.encode` of a validated
+message.
 """
 
 from __future__ import annotations
@@ -95,16 +95,15 @@ class Uplink:
         self.seq += 1
         return self.seq
 
-    def _keep(self, channel: Channel, seq: int, payload: bytes) -> bool:
-        """Buffer a sequenced message (and send it if possible); False if it was dropped."""
+    def _keep(self, channel: Channel, seq: int, payload: bytes) -> None:
+        """Buffer a sequenced message, discarding the oldest if the buffer is full, and send
+        it if the link is up."""
         if not self.outbox.has_room():
-            self._record_drop(seq)
-            return False
+            self._discard_oldest()
         self.outbox.add(Buffered(self.boot_id, seq, channel, payload))
         self.store.commit(self.nv)
         if self.connected:
             self.flush()
-        return True
 
     def event(self, data: EventData) -> int:
         """Buffer an event; return its sequence number (taken even if the buffer was full)."""
@@ -130,42 +129,40 @@ class Uplink:
 
     # --- overflow ---------------------------------------------------------------------------
 
-    def _record_drop(self, seq: int) -> None:
+    def _discard_oldest(self) -> None:
+        """Make room (protocol §5.7): drop the oldest buffered message of this boot, or of an
+        earlier boot if this one has none; remember this boot's losses for the report."""
+        entry = self.outbox.discard_oldest(prefer_boot=self.boot_id)
+        if entry is None:
+            return
         nv = self.nv
         nv.events_dropped_total += 1
         self.dropped_now += 1
-        if nv.dropped is None:
-            nv.dropped = DropRecord(self.boot_id, 1, seq, seq)
-        else:
-            nv.dropped.count += 1
-            nv.dropped.last_seq = seq
-        self.store.commit(nv)
+        if entry.boot_id == self.boot_id:
+            record = nv.dropped
+            if record is None or record.boot_id != self.boot_id:
+                nv.dropped = DropRecord(self.boot_id, 1, entry.seq, entry.seq)
+            else:
+                record.count += 1
+                record.first_seq = min(record.first_seq, entry.seq)
+                record.last_seq = max(record.last_seq, entry.seq)
 
     def report_drops(self) -> None:
-        """Report this boot's unreported overflow once there is room again."""
+        """Report this boot's discarded messages once there is room again (``events_dropped``
+        with the count and the range of numbers). A record left by an earlier boot can no
+        longer be reported in its own stream and is forgotten; ``events_dropped_total`` in
+        telemetry still counts it."""
         record = self.nv.dropped
-        if record is None or record.boot_id != self.boot_id or not self.outbox.has_room():
+        if record is None:
+            return
+        if record.boot_id != self.boot_id:
+            self.nv.dropped = None
+            self.store.commit(self.nv)
+            return
+        if not self.outbox.has_room():
             return
         self.nv.dropped = None
-        seq = self._next_seq()
-        data = EventsDropped(record.count, record.first_seq, record.last_seq)
-        self.counters["events_dropped"] += 1
-        message = Event.of(self.locker_id, self.boot_id, seq, self.now(), data)
-        self.outbox.add(Buffered(self.boot_id, seq, Channel.EVENT, encode(message)))
-        self.store.commit(self.nv)
-
-    def report_previous_boot_drops(self) -> None:
-        """At boot: report an overflow of an earlier boot in that boot's own stream."""
-        record = self.nv.dropped
-        if record is None or record.boot_id == self.boot_id:
-            return
-        self.nv.dropped = None
-        seq = record.last_seq + 1
-        data = EventsDropped(record.count, record.first_seq, record.last_seq)
-        self.counters["events_dropped"] += 1
-        message = Event.of(self.locker_id, record.boot_id, seq, self.now(), data)
-        self.outbox.add(Buffered(record.boot_id, seq, Channel.EVENT, encode(message)))
-        self.store.commit(self.nv)
+        self.event(EventsDropped(record.count, record.first_seq, record.last_seq))
 
     # --- connection -------------------------------------------------------------------------
 
@@ -184,14 +181,13 @@ class Uplink:
         self.outgoing.append(self.presence(PresenceState.ONLINE, self.connection))
         seq = self._next_seq()
         payload = encode(build_birth(seq, self.now(), len(self.outbox)))
-        if self.outbox.has_room():
-            self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
-            self.store.commit(self.nv)
-            entry = self.outbox.send_first((self.boot_id, seq), self.clock())
-            if entry is not None:
-                self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
-        else:
-            self._record_drop(seq)
+        if not self.outbox.has_room():
+            self._discard_oldest()
+        self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
+        self.store.commit(self.nv)
+        entry = self.outbox.send_first((self.boot_id, seq), self.clock())
+        if entry is not None:
+            self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
         self.flush()
 
     def disconnect(self) -> None:
@@ -226,7 +222,7 @@ class Uplink:
         return removed
 
     def next_deadline(self) -> int | None:
-        return self.outbox.next_deadline() if self.connected else None
+        return self.outbox.next_deadline(self.clock()) if self.connected else None
 
     def take(self) -> list[Outgoing]:
         out, self.outgoing = self.outgoing, []

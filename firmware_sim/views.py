@@ -63,5 +63,5 @@ class LockerView:
         return [
             c.id
             for c in self.compartments.values()
-            if c.phase in (DoorPhase.RELEASING, DoorPhase.RELEASED, DoorPhase.OPEN)
+            if c.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
         ]

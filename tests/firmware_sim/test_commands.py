@@ -216,7 +216,7 @@ def test_a_repeat_arriving_before_the_ack_leaves_the_first_result_buffered(
     # Afterwards: no second result; the first one is still buffered and being resent.
     assert quiet.results() == []
     assert quiet.duplicates >= 1
-    assert locker.view().pending_events == 2  # the birth and that one result
+    assert locker.view().pending_events == 3  # the birth, the door opening and that result
 
 
 # --- what each action does -------------------------------------------------------------------
