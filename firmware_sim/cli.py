@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--heartbeat", type=int, help="factory heartbeat in seconds (30)")
     fleet.add_argument("--connect-window", type=int, default=64, help="CONNECTs in flight")
     fleet.add_argument("--no-attendant", action="store_true", help="nobody completes opens")
+    fleet.add_argument(
+        "--time-scale", type=float, default=1.0, help="run the lockers' clock N times faster"
+    )
 
     serial = commands.add_parser("serial", help="run one locker on a serial port")
     serial.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
@@ -165,6 +168,8 @@ def run_fleet_command(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.processes < 1:
         raise UserError("--processes must be at least 1")
+    if args.time_scale <= 0:
+        raise UserError("--time-scale must be positive")
     specs = _fleet_specs(args)
     options = FleetOptions(
         topic_root=args.topic_root,
@@ -172,6 +177,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
         connect_window=max(1, args.connect_window),
         attendant=None if args.no_attendant else AttendantPolicy(),
         seed=args.seed,
+        time_scale=args.time_scale,
     )
     faults = _faults(args.faults)
     first = specs[0]

@@ -4,7 +4,9 @@
 username and password, MQTT 3.1.1, ``clean_session`` false, last will = retained ``offline``
 presence at QoS 1) and drives them all from one :class:`~firmware_sim.netloop.NetLoop`. A
 :class:`LockerSession` is the transport side of one locker: it connects when the locker wants
-its link, publishes what the locker has to send (with the QoS and retain flag of each channel),
+its link, subscribes to the locker's ``cmd`` and ``ack`` topics on every CONNACK and tells the
+locker it is connected on the SUBACK (protocol §6), publishes what the locker has to send (with
+the QoS and retain flag of each channel),
 hands the locker only messages on the two topics it subscribed to (commands and acks; anything
 else is counted and dropped), ticks it at its deadlines, and reconnects with jittered
 exponential backoff. A locker that loses power, whose network fails, or that reboots has its TCP

@@ -2,7 +2,7 @@
 
 Wrong codes are counted. Every ``keypad_max_attempts`` consecutive wrong codes lock the keypad,
 first for ``keypad_lockout_s``, then twice as long each further time (60 s, 120 s, 240 s, ...,
-at most a day). A right code, or an hour without a wrong one, forgets the count. While locked
+at most an hour, as protocol §11.5 recommends). A right code, or an hour without a wrong one, forgets the count. While locked
 out the keypad ignores what is typed and the screen says how long to wait. The counters are
 volatile: a reboot resets them (as on most real boards).
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 IDLE_TEXT = "请输入取件码 Enter pickup code"
 MESSAGE_MS = 20_000
 FORGET_AFTER_MS = 3_600_000
-MAX_LOCKOUT_MS = 86_400_000
+MAX_LOCKOUT_MS = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
