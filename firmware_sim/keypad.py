@@ -2,9 +2,9 @@
 
 Wrong codes are counted. Every ``keypad_max_attempts`` consecutive wrong codes lock the keypad,
 first for ``keypad_lockout_s``, then twice as long each further time (60 s, 120 s, 240 s, ...,
-at most an hour, as protocol §11.5 recommends). A right code, or an hour without a wrong one, forgets the count. While locked
-out the keypad ignores what is typed and the screen says how long to wait. The counters are
-volatile: a reboot resets them (as on most real boards).
+at most an hour, as protocol §11.5 recommends). A right code, or an hour without a wrong one,
+forgets the count. While locked out the keypad ignores what is typed and the screen says how
+long to wait. The counters are volatile: a reboot resets them (as on most real boards).
 
 The screen shows a message for :data:`MESSAGE_MS`, then the idle prompt.
 """
