@@ -136,6 +136,10 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
 # --- the orchestration ----------------------------------------------------------------------
 
 
+CHILDREN: list[subprocess.Popen[Any]] = []
+"""Every child process started, so that an interrupted run leaves nothing behind."""
+
+
 def spawn_phase(
     kind: str, lockers: int, prefix: str, port: int, broker_pid: int, args: argparse.Namespace
 ) -> subprocess.Popen[str]:
@@ -161,7 +165,9 @@ def spawn_phase(
         "--connect-timeout",
         str(args.connect_timeout),
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(child)
+    return child
 
 
 def collect(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -173,7 +179,7 @@ def collect(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def start_acker(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    child = subprocess.Popen(
         [
             sys.executable,
             str(HERE / "sim_acker.py"),
@@ -185,6 +191,8 @@ def start_acker(port: int) -> subprocess.Popen[bytes]:
             str(SEED),
         ]
     )
+    CHILDREN.append(child)
+    return child
 
 
 def stop(process: subprocess.Popen[Any]) -> None:
@@ -295,6 +303,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 "parts": parts,
             }
     finally:
+        for child in CHILDREN:
+            if child.poll() is None:
+                stop(child)
         broker.close()
     return report
 
@@ -343,6 +354,7 @@ def main() -> int:
     if args.phase:
         print(json.dumps(run_phase(args)))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
     report = orchestrate(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
