@@ -26,7 +26,6 @@ Tests, the CLI and the controller's scenario runner use the thread-safe calls: :
 from __future__ import annotations
 
 import contextlib
-import enum
 import ipaddress
 import random
 import socket
@@ -34,7 +33,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -45,53 +43,18 @@ from firmware_sim.clock import Clock, ScaledClock, SystemClock
 from firmware_sim.faults import Fault, FaultInjector, FaultPlan
 from firmware_sim.locker import Locker
 from firmware_sim.netloop import LoopClient, NetLoop
-from firmware_sim.outbox import OutboxLimits
-from firmware_sim.people import AttendantPolicy, People
-from firmware_sim.settings import Settings
+from firmware_sim.people import People
+from firmware_sim.session import FleetOptions, FleetStats, LinkState, LockerSession
 from firmware_sim.spec import LockerSpec
 from firmware_sim.store import MemoryStore
 from firmware_sim.views import LockerView
-from protocol.topics import DEFAULT_ROOT, Channel, TopicLayout
+from protocol.topics import Channel, TopicLayout
 from protocol.urls import BrokerAddress
+
+__all__ = ["FleetOptions", "FleetStats", "LinkState", "LockerSession", "MqttFleet"]
 
 T = TypeVar("T")
 MISC_TICK_MS = 250
-
-
-@dataclass(frozen=True, slots=True)
-class FleetOptions:
-    """How a fleet connects and behaves (every field has a sensible default)."""
-
-    topic_root: str = DEFAULT_ROOT
-    keepalive_s: int = 60
-    connect_workers: int | None = None
-    """Threads for TCP connects; 0: on the network thread; None: 0 for a broker on this
-    machine (a loopback address), else 4 (an unreachable broker must not stall the fleet)."""
-    connect_window: int = 64
-    connect_interval_ms: int = 0
-    reconnect_min_ms: int = 1_000
-    reconnect_max_ms: int = 60_000
-    connack_timeout_ms: int = 15_000
-    misc_period_ms: int = 5_000
-    """Each client's ``loop_misc`` (keep-alive) runs about this often."""
-    settings: Settings = field(default_factory=Settings)
-    """Factory settings of every locker (a short heartbeat for tests, say)."""
-    limits: OutboxLimits = field(default_factory=OutboxLimits)
-    attendant: AttendantPolicy | None = field(default_factory=AttendantPolicy)
-    """Who completes remote opens physically; None: nobody comes."""
-    seed: int = 0
-    time_scale: float = 1.0
-    """Run the lockers' clock this many times faster than real time (see ScaledClock)."""
-
-    def __post_init__(self) -> None:
-        if self.time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        if self.connect_window < 1:
-            raise ValueError("connect_window must be at least 1")
-        if self.connect_workers is not None and self.connect_workers < 0:
-            raise ValueError("connect_workers must not be negative")
-        if not 0 < self.reconnect_min_ms <= self.reconnect_max_ms:
-            raise ValueError("need 0 < reconnect_min_ms <= reconnect_max_ms")
 
 
 def _is_loopback(host: str) -> bool:
@@ -103,73 +66,6 @@ def _is_loopback(host: str) -> bool:
 
 def _nothing() -> None:
     """A timer that only wakes the network thread up."""
-
-
-class LinkState(enum.Enum):
-    IDLE = "idle"  # not wanted (power off, network down) or not started
-    QUEUED = "queued"  # waiting for a connect slot
-    BACKOFF = "backoff"  # waiting before trying again
-    CONNECTING = "connecting"  # TCP connect on a worker thread
-    HANDSHAKE = "handshake"  # CONNECT sent, waiting for CONNACK
-    CONNECTED = "connected"
-
-
-@dataclass(frozen=True, slots=True)
-class FleetStats:
-    """Client-side counters of a fleet at one moment."""
-
-    lockers: int
-    connected: int
-    ever_connected: int
-    connacks: int
-    connack_refused: int
-    publishes: int
-    pubacks: int
-    received: int
-    foreign_dropped: int
-    reconnects: int
-    connect_failures: int
-    disconnects: int
-    errors: int
-    faults: dict[str, int]
-    faults_not_applicable: dict[str, int]
-    last_error: str
-
-
-class LockerSession:
-    """The MQTT side of one locker."""
-
-    __slots__ = (
-        "ack_topic",
-        "attempt",
-        "client",
-        "cmd_topic",
-        "connected_once",
-        "deadline",
-        "failures",
-        "link_boot",
-        "locker",
-        "pending_mids",
-        "state",
-        "subscription",
-        "topics",
-    )
-
-    def __init__(self, locker: Locker, client: mqtt.Client, layout: TopicLayout) -> None:
-        lid = locker.locker_id
-        self.locker = locker
-        self.client = client
-        self.topics = {c: layout.locker(lid, c) for c in Channel}
-        self.cmd_topic = self.topics[Channel.COMMAND]
-        self.ack_topic = self.topics[Channel.ACK]
-        self.state = LinkState.IDLE
-        self.deadline: int | None = None
-        self.failures = 0
-        self.attempt = 0
-        self.link_boot = 0
-        self.connected_once = False
-        self.pending_mids: set[int] = set()
-        self.subscription: int | None = None
 
 
 class MqttFleet:

@@ -11,12 +11,14 @@ says time has come. Outputs are drained with :meth:`Locker.take_outgoing`; the r
 :attr:`Locker.link_wanted` says whether the board wants its uplink (not while powered off or
 while its modem is down).
 
-The firmware reads the time from the injected clock plus the board's clock skew. Commands are
-checked with :func:`protocol.auth.check_command` (signature, addressee, freshness by the
-locker's own clock, anti-replay window, which also remembers the ids of the commands taken):
-a second copy of a command is silently ignored, never run twice, and its original result stays
-buffered until acknowledged.
-A pickup code typed on the keypad is hashed and matched against the code cache, online or not.
+A locker is put together from parts that live for one boot: the :class:`~firmware_sim.uplink.
+Uplink` (sequence numbers, the buffer, what goes out), the :class:`~firmware_sim.compartments.
+Doors` (door machines, sensors, temperatures) and the :class:`~firmware_sim.commands.
+CommandDesk` (checking and executing commands); what must survive a reboot is in
+:class:`~firmware_sim.store.NonVolatile`, the physical world in the cabinet. Timers run on the
+injected clock; the board's real-time clock (:meth:`Locker.rtc_ms`, with the clock-skew fault)
+stamps messages and judges expiry. A pickup code typed on the keypad is hashed and matched
+against the code cache, online or not.
 
 Whoever drives a locker sets :attr:`Locker.on_change` to learn that there is output, a new
 deadline or a change of link wish, and may add :attr:`Locker.observers` that are told when a
@@ -27,12 +29,13 @@ the locker synchronously; they schedule what they do.
 from __future__ import annotations
 
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 
 from firmware_sim.cabinet import DEFAULT_RISE_DECI_C_PER_MIN, Cabinet, PhysicalActionError
 from firmware_sim.clock import Clock
-from firmware_sim.compartments import CompartmentFirmware, Doors, Release, ReleaseRequest
+from firmware_sim.commands import CommandDesk
+from firmware_sim.compartments import Doors, Release, ReleaseRequest
 from firmware_sim.door import DoorPhase
 from firmware_sim.keypad import KeypadGuard, Screen
 from firmware_sim.outbox import OutboxLimits
@@ -40,42 +43,21 @@ from firmware_sim.settings import Settings
 from firmware_sim.spec import LockerSpec
 from firmware_sim.store import MemoryStore, NonVolatile, NvStore
 from firmware_sim.uplink import Outgoing, Uplink
-from firmware_sim.views import CompartmentView, LockerView
-from protocol.auth import check_command
+from firmware_sim.views import LockerView, locker_view
 from protocol.codes import code_hash, is_well_formed_code
 from protocol.messages import (
-    Action,
     Birth,
     CodeRejected,
-    Command,
-    CommandResult,
-    ConfigApplied,
     DoorCause,
-    OpenCompartment,
-    OpenPurpose,
-    Outcome,
     Pickup,
     PowerChanged,
     PowerSource,
     PresenceState,
-    RefusalReason,
-    RequestRebirth,
-    ResultStatus,
     Sensor,
-    SetConfig,
-    SyncCodes,
     Telemetry,
     TemperatureReading,
 )
 from protocol.topics import Channel
-
-REBOOT_DELAY_MS = 1_000
-"""Between accepting a reboot command and restarting (so that its result can go out)."""
-MAX_OPENS_PER_WINDOW = 20
-OPEN_WINDOW_MS = 60_000
-"""At most 20 ``open_compartment`` commands are executed in any 60 s; more are ``busy``."""
-
-_DEPOSIT_PURPOSES = {OpenPurpose.DEPOSIT, OpenPurpose.DROPOFF}
 
 
 class Locker:
@@ -164,7 +146,6 @@ class Locker:
         now = self._now()
         self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
-        self._recent_opens: deque[int] = deque()
         self._battery_alarm: tuple[int, int] | None = None
         self.doors = Doors(
             self.cabinet,
@@ -172,9 +153,25 @@ class Locker:
             self.store,
             self.uplink,
             lambda: self.settings,
-            self._answer,
+            lambda *answer: self.commands.answer_open(*answer),
             self._released,
             self._now,
+        )
+        self.commands = CommandDesk(
+            locker_id=self.locker_id,
+            command_key=self.spec.command_key,
+            nv=nv,
+            store=self.store,
+            uplink=self.uplink,
+            doors=self.doors,
+            screen=self._screen,
+            settings=lambda: self.settings,
+            rtc=self.rtc_ms,
+            clock=self._now,
+            counters=self.counters,
+            birth=self._birth,
+            reboot_at=self._schedule_reboot,
+            settings_changed=self._settings_changed,
         )
         period = self.settings.heartbeat_s * 1000
         self._next_heartbeat = now + self._phase_ms % period
@@ -216,176 +213,14 @@ class Locker:
             return
         self.counters["received"] += 1
         if channel is Channel.COMMAND:
-            self._command(payload)
+            self.commands.handle(payload)
         elif channel is Channel.ACK:
             self.uplink.acknowledge(payload, self.spec.command_key)
         else:
             self.counters["ignored_channel"] += 1
         self._changed()
 
-    # --- commands ---------------------------------------------------------------------------
-
-    def _command(self, payload: bytes) -> None:
-        nv = self.nv
-        check = check_command(
-            payload,
-            locker_id=self.locker_id,
-            key=self.spec.command_key,
-            now_ms=self.rtc_ms(),
-            window=nv.replay,
-        )
-        if check.repeat:  # a copy of a command already taken: its result is still buffered
-            self.counters["command_repeats_ignored"] += 1
-            return
-        command = check.command
-        if command is None or not check.accepted:
-            reason = check.reason or RefusalReason.MALFORMED
-            self.counters[f"refused_{reason.value}"] += 1
-            action = command.action if command is not None else None
-            self._refuse(check.command_id, action, reason)
-            return
-        self.store.commit(nv)
-        self.counters[f"command_{command.action.value}"] += 1
-        self._execute(command)
-
-    def _execute(self, command: Command) -> None:
-        args = command.args
-        cid = command.command_id
-        if isinstance(args, OpenCompartment):
-            self._open(cid, args)
-        elif isinstance(args, SyncCodes):
-            verdict = self.nv.codes.apply(args)
-            self.store.commit(self.nv)
-            if verdict.reason is not None:
-                self._refuse(
-                    cid, Action.SYNC_CODES, verdict.reason, cache_version=verdict.cache_version
-                )
-            elif verdict.outcome is not None:
-                self._result(
-                    cid,
-                    ResultStatus.OK,
-                    Action.SYNC_CODES,
-                    verdict.outcome,
-                    cache_version=verdict.cache_version,
-                    missing_pages=verdict.missing_pages or None,
-                )
-        elif isinstance(args, SetConfig):
-            self._apply_config(cid, args)
-        elif isinstance(args, RequestRebirth):
-            self.uplink.birth(self._birth)
-            self._result(cid, ResultStatus.OK, Action.REQUEST_REBIRTH, Outcome.REBIRTH_SENT)
-        else:
-            self._result(cid, ResultStatus.OK, Action.REBOOT, Outcome.REBOOTING)
-            self._reboot_at = self._now() + REBOOT_DELAY_MS
-
-    def _open(self, command_id: str, args: OpenCompartment) -> None:
-        state = self.doors.states.get(args.compartment)
-        action = Action.OPEN_COMPARTMENT
-        if state is None:
-            self._refuse(command_id, action, RefusalReason.UNKNOWN_COMPARTMENT, args.compartment)
-        elif not self.doors.in_service(state):
-            self._refuse(command_id, action, RefusalReason.OUT_OF_SERVICE, args.compartment)
-        elif state.phase is DoorPhase.RELEASED or not self._open_allowed():
-            self._refuse(command_id, action, RefusalReason.BUSY, args.compartment)
-        else:
-            verb = "请存件" if args.purpose in _DEPOSIT_PURPOSES else "请取件"
-            self._screen.show(args.screen_text or f"{verb} {state.id}", self._now())
-            request = ReleaseRequest(DoorCause.COMMAND, command_id, args.purpose)
-            self.doors.release(state.id, request)
-
-    def _open_allowed(self) -> bool:
-        """The locker-side rate limit on remote opens (protocol §9: 20 in 60 s)."""
-        now = self._now()
-        recent = self._recent_opens
-        while recent and now - recent[0] >= OPEN_WINDOW_MS:
-            recent.popleft()
-        if len(recent) >= MAX_OPENS_PER_WINDOW:
-            return False
-        recent.append(now)
-        return True
-
-    def _apply_config(self, command_id: str, config: SetConfig) -> None:
-        current = self.settings
-        if config.config_version >= current.config_version:
-            new = Settings.from_command(config)
-            self.nv.settings = new
-            self.store.commit(self.nv)
-            if new.heartbeat_s != current.heartbeat_s:
-                self._next_heartbeat = min(
-                    self._next_heartbeat, self._now() + new.heartbeat_s * 1000
-                )
-            self.uplink.event(ConfigApplied(new.config_version))
-        self._result(
-            command_id,
-            ResultStatus.OK,
-            Action.SET_CONFIG,
-            Outcome.APPLIED,
-            config_version=self.settings.config_version,
-        )
-
-    def _result(
-        self,
-        command_id: str,
-        status: ResultStatus,
-        action: Action,
-        outcome: Outcome,
-        compartment: str | None = None,
-        *,
-        cache_version: int | None = None,
-        missing_pages: tuple[int, ...] | None = None,
-        config_version: int | None = None,
-    ) -> None:
-        boot_id = self.boot_id
-
-        def build(seq: int, ts: int) -> CommandResult:
-            return CommandResult(
-                self.locker_id,
-                boot_id,
-                seq,
-                ts,
-                command_id,
-                status,
-                action=action,
-                outcome=outcome,
-                compartment=compartment,
-                cache_version=cache_version,
-                missing_pages=missing_pages,
-                config_version=config_version,
-            )
-
-        self.uplink.result(build)
-
-    def _answer(
-        self, command_id: str, status: ResultStatus, outcome: Outcome, compartment: str
-    ) -> None:
-        self._result(command_id, status, Action.OPEN_COMPARTMENT, outcome, compartment)
-
-    def _refuse(
-        self,
-        command_id: str | None,
-        action: Action | None,
-        reason: RefusalReason,
-        compartment: str | None = None,
-        *,
-        cache_version: int | None = None,
-    ) -> None:
-        boot_id = self.boot_id
-
-        def build(seq: int, ts: int) -> CommandResult:
-            return CommandResult(
-                self.locker_id,
-                boot_id,
-                seq,
-                ts,
-                command_id,
-                ResultStatus.REFUSED,
-                action=action,
-                reason=reason,
-                compartment=compartment,
-                cache_version=cache_version,
-            )
-
-        self.uplink.result(build)
+    # --- what the firmware sends about itself ----------------------------------------------
 
     def _birth(self, seq: int, ts: int, pending: int) -> Birth:
         codes = self.nv.codes
@@ -403,6 +238,13 @@ class Locker:
             compartments=self.doors.inventory(),
             code_staging=codes.staging(),
         )
+
+    def _schedule_reboot(self, at_ms: int) -> None:
+        self._reboot_at = at_ms
+
+    def _settings_changed(self, old: Settings, new: Settings) -> None:
+        if new.heartbeat_s != old.heartbeat_s:
+            self._next_heartbeat = min(self._next_heartbeat, self._now() + new.heartbeat_s * 1000)
 
     def _released(self, release: Release) -> None:
         for observer in self.observers:
@@ -715,40 +557,4 @@ class Locker:
 
     def view(self) -> LockerView:
         """Return a frozen snapshot of the locker (safe to hand to another thread)."""
-        now = self._now()
-        states: dict[str, CompartmentFirmware] = self.doors.states if self.powered else {}
-        compartments = {}
-        for cid, hw in self.cabinet.compartments.items():
-            state = states.get(cid)
-            compartments[cid] = CompartmentView(
-                id=cid,
-                size=hw.spec.size,
-                temperature=hw.spec.temperature,
-                phase=state.phase if state else None,
-                door_open=hw.door_open,
-                occupied=hw.occupied,
-                in_service=self.doors.in_service(state) if state else False,
-                deci_celsius=hw.deci_celsius(now),
-            )
-        uplink = self.uplink
-        return LockerView(
-            locker_id=self.locker_id,
-            boot_id=self.boot_id,
-            powered=self.powered,
-            connected=self.is_connected,
-            seq=uplink.seq,
-            connection=uplink.connection,
-            screen=self._screen.current(now),
-            pending_events=len(uplink.outbox),
-            in_flight=uplink.outbox.in_flight,
-            events_dropped_total=self.nv.events_dropped_total,
-            code_cache_version=self.nv.codes.version,
-            codes_cached=len(self.nv.codes.entries),
-            config_version=self.settings.config_version,
-            settings=self.settings,
-            power=self.cabinet.power.source,
-            battery_pct=self.cabinet.power.battery_pct(now),
-            clock_skew_ms=self.cabinet.clock_skew_ms,
-            compartments=compartments,
-            counters=dict(self.counters),
-        )
+        return locker_view(self)

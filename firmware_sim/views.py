@@ -9,10 +9,14 @@ Views are plain frozen values: a fleet hands them across threads without sharing
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from firmware_sim.door import DoorPhase
 from firmware_sim.settings import Settings
 from protocol.messages import PowerSource, SizeClass, TemperatureClass
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +69,44 @@ class LockerView:
             for c in self.compartments.values()
             if c.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
         ]
+
+
+def locker_view(locker: Locker) -> LockerView:
+    """Return the snapshot of ``locker`` now (call it where the locker lives)."""
+    now = locker.clock.now_ms()
+    doors = locker.doors
+    compartments = {}
+    for cid, hw in locker.cabinet.compartments.items():
+        state = doors.states.get(cid) if locker.powered else None
+        compartments[cid] = CompartmentView(
+            id=cid,
+            size=hw.spec.size,
+            temperature=hw.spec.temperature,
+            phase=state.phase if state else None,
+            door_open=hw.door_open,
+            occupied=hw.occupied,
+            in_service=doors.in_service(state) if state else False,
+            deci_celsius=hw.deci_celsius(now),
+        )
+    uplink, nv, settings = locker.uplink, locker.nv, locker.settings
+    return LockerView(
+        locker_id=locker.locker_id,
+        boot_id=locker.boot_id,
+        powered=locker.powered,
+        connected=locker.is_connected,
+        seq=uplink.seq,
+        connection=uplink.connection,
+        screen=locker.screen,
+        pending_events=len(uplink.outbox),
+        in_flight=uplink.outbox.in_flight,
+        events_dropped_total=nv.events_dropped_total,
+        code_cache_version=nv.codes.version,
+        codes_cached=len(nv.codes.entries),
+        config_version=settings.config_version,
+        settings=settings,
+        power=locker.cabinet.power.source,
+        battery_pct=locker.cabinet.power.battery_pct(now),
+        clock_skew_ms=locker.cabinet.clock_skew_ms,
+        compartments=compartments,
+        counters=dict(locker.counters),
+    )
