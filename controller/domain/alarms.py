@@ -21,7 +21,7 @@ import enum
 import re
 from datetime import datetime, timedelta
 
-from controller.domain.states import IllegalTransition
+from controller.domain.states import step
 
 FLEET = ""
 """The ``locker_id`` of an alarm about the fleet as a whole (an opening spike)."""
@@ -102,10 +102,7 @@ OPEN_ALARM_STATES = frozenset({A.ACTIVE, A.ACKNOWLEDGED})
 
 def next_alarm_state(state: AlarmState, event: AlarmEvent) -> AlarmState:
     """Return the state after ``event``. Raises :class:`IllegalTransition`."""
-    try:
-        return ALARM_TRANSITIONS[state, event]
-    except KeyError:
-        raise IllegalTransition("alarm", state, event) from None
+    return step(ALARM_TRANSITIONS, "alarm", state, event)
 
 
 def clock_skew(locker_time: datetime, received_at: datetime, threshold: timedelta) -> float | None:

@@ -21,6 +21,11 @@ processed). Anything else raises :class:`IllegalTransition`, naming state and ev
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import TypeVar
+
+St = TypeVar("St", bound=enum.Enum)
+Ev = TypeVar("Ev", bound=enum.Enum)
 
 
 class Direction(enum.StrEnum):
@@ -100,12 +105,18 @@ class IllegalTransition(Exception):
         self.kind, self.state, self.event = kind, state, event
 
 
+def step(table: Mapping[tuple[St, Ev], St], kind: str, state: St, event: Ev) -> St:
+    """Return the state ``table`` gives after ``event``; raise :class:`IllegalTransition`
+    naming ``kind``, state and event when the table has no such step."""
+    try:
+        return table[state, event]
+    except KeyError:
+        raise IllegalTransition(kind, str(state), str(event)) from None
+
+
 def next_parcel_state(state: ParcelState, event: ParcelEvent) -> ParcelState:
     """Return the state after ``event``. Raises :class:`IllegalTransition`."""
-    try:
-        return PARCEL_TRANSITIONS[state, event]
-    except KeyError:
-        raise IllegalTransition("parcel", state, event) from None
+    return step(PARCEL_TRANSITIONS, "parcel", state, event)
 
 
 def parcel_accepts(state: ParcelState, event: ParcelEvent) -> bool:
@@ -159,7 +170,4 @@ OPEN_COMMAND_STATES = frozenset({C.PENDING, C.SENT})
 
 def next_command_state(state: CommandState, event: CommandEvent) -> CommandState:
     """Return the state after ``event``. Raises :class:`IllegalTransition`."""
-    try:
-        return COMMAND_TRANSITIONS[state, event]
-    except KeyError:
-        raise IllegalTransition("command", state, event) from None
+    return step(COMMAND_TRANSITIONS, "command", state, event)

@@ -9,7 +9,9 @@ from datetime import datetime
 
 from controller.clock import to_ms
 from controller.runtime import Runtime
+from controller.services.context import Actor
 from controller.services.ingest import BatchReport, Inbound
+from controller.testing.seed import DEFAULT_LAYOUT, Seeded
 from protocol.codec import encode
 from protocol.messages import (
     Birth,
@@ -99,3 +101,14 @@ class ScriptedLocker:
             for label, size, temp in labels
         ]
         await self.send(self.presence(), self.birth(compartments))
+
+
+LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
+"""The test layout as a scripted locker reports it in its birth."""
+
+
+async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
+    """The actor behind the seeded user ``role`` (admin, courier, agent, ...)."""
+    found = await runtime.services.admin.authenticate(seeded.tokens[role])
+    assert found is not None
+    return found

@@ -25,9 +25,8 @@ from controller.domain.alarms import (
 )
 from controller.domain.states import IllegalTransition
 from controller.runtime import Runtime
-from controller.services.context import Actor
 from controller.services.deposits import DepositRequest
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.messages import (
     Action,
     CodeRejected,
@@ -55,15 +54,7 @@ from protocol.messages import (
     TemperatureReading,
     TemperatureRestored,
 )
-from tests.controller.support import ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
-
-
-async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
-    found = await runtime.services.admin.authenticate(seeded.tokens[role])
-    assert found is not None
-    return found
+from tests.controller.support import LAYOUT, ScriptedLocker, actor
 
 
 @pytest.fixture

@@ -11,11 +11,9 @@ import pytest
 from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.runtime import Runtime
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.messages import DoorForced, DoorLeftOpen, PresenceState, Tamper
-from tests.controller.support import ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
+from tests.controller.support import LAYOUT, ScriptedLocker
 
 
 @pytest.fixture

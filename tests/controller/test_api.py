@@ -15,9 +15,7 @@ from controller.db.models import Command, Parcel
 from controller.runtime import Runtime
 from controller.testing.http import serve_http
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
-from tests.controller.support import ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
+from tests.controller.support import LAYOUT, ScriptedLocker
 
 
 @pytest.fixture

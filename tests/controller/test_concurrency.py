@@ -25,9 +25,8 @@ from controller.services.views import DepositStarted
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
 from protocol.messages import SizeClass, TemperatureClass
 from tests.controller.conftest import controller_settings
-from tests.controller.support import RecordingSender, ScriptedLocker
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker
 
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
 AMBIENT = sum(1 for c in DEFAULT_LAYOUT if c.temperature is TemperatureClass.AMBIENT)
 
 

@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 
 from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel, PickupCode
 from controller.runtime import Runtime
-from controller.services.context import Actor
 from controller.services.deposits import DepositRequest
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.codes import code_hash
 from protocol.messages import (
     DoorCause,
@@ -23,15 +22,7 @@ from protocol.messages import (
     SizeClass,
     TemperatureClass,
 )
-from tests.controller.support import RecordingSender, ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
-
-
-async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
-    found = await runtime.services.admin.authenticate(seeded.tokens[role])
-    assert found is not None
-    return found
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
 
 
 async def online_locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:

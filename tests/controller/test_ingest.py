@@ -13,12 +13,10 @@ from sqlalchemy import func, select
 from controller.db.models import Command, Compartment, DeviceMessage, Locker
 from controller.runtime import Runtime
 from controller.services.ingest import Inbound
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.codec import encode
 from protocol.messages import DoorClosed, EventsDropped
-from tests.controller.support import ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
+from tests.controller.support import LAYOUT, ScriptedLocker
 
 
 async def snapshot(runtime: Runtime) -> tuple[int, int, list[tuple[str, bool, str]]]:

@@ -12,10 +12,9 @@ from controller.db.models import Command, Notification, Parcel
 from controller.domain.errors import LockedOut, NotAllowed, WrongCode
 from controller.runtime import Runtime
 from controller.services.agents import OutboundBooking
-from controller.services.context import Actor
 from controller.services.deposits import DepositRequest
 from controller.services.views import DepositStarted
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.codes import code_hash
 from protocol.messages import (
     Action,
@@ -31,15 +30,7 @@ from protocol.messages import (
     SizeClass,
     TemperatureClass,
 )
-from tests.controller.support import RecordingSender, ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
-
-
-async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
-    found = await runtime.services.admin.authenticate(seeded.tokens[role])
-    assert found is not None
-    return found
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from controller.runtime import Runtime, build_runtime
 from controller.services.context import Actor
 from controller.services.deposits import DepositRequest
 from controller.services.views import DepositStarted
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.codes import code_hash
 from protocol.messages import (
     DoorCause,
@@ -31,15 +31,7 @@ from protocol.messages import (
     TemperatureClass,
 )
 from tests.controller.conftest import controller_settings
-from tests.controller.support import RecordingSender, ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
-
-
-async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
-    found = await runtime.services.admin.authenticate(seeded.tokens[role])
-    assert found is not None
-    return found
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
 
 
 @pytest.fixture

@@ -17,11 +17,9 @@ from controller.db.models import AuditEntry, ProvisioningToken
 from controller.runtime import Runtime
 from controller.services.provisioning import InvalidProvisioningToken
 from controller.services.views import Credentials
-from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from controller.testing.seed import Seeded
 from protocol.messages import Tamper
-from tests.controller.support import ScriptedLocker
-
-LAYOUT = [(c.label, c.size, c.temperature) for c in DEFAULT_LAYOUT]
+from tests.controller.support import LAYOUT, ScriptedLocker
 
 
 @pytest.fixture
