@@ -28,6 +28,8 @@ from protocol.codes import code_hash, delta_sync, full_sync_pages
 from protocol.messages import CodeEntry, CodeStaging
 
 MAX_DRAWS = 20
+DELTA_CHUNK = 40
+"""Code entries per delta sync: 40 entries of ~150 bytes stay far below 16 KiB."""
 
 
 async def _bump_cache_version(session: AsyncSession, locker_id: str) -> int:
@@ -123,11 +125,11 @@ async def extend(
         if parcel.deadline_at is not None:
             row.expires_at = parcel.deadline_at
         entries.append(_entry(row, parcel.ref, label))
-    if not entries:
-        return
-    version = await _bump_cache_version(session, locker_id)
-    sync = delta_sync(version - 1, version, entries, [])
-    await commands.enqueue(session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx))
+    # One delta per chunk keeps every command well inside the 16 KiB message limit.
+    for start in range(0, len(entries), DELTA_CHUNK):
+        version = await _bump_cache_version(session, locker_id)
+        sync = delta_sync(version - 1, version, entries[start : start + DELTA_CHUNK], [])
+        await commands.enqueue(session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx))
 
 
 async def full_sync(
