@@ -168,7 +168,7 @@ async def test_pickup_while_offline_is_reconciled_when_the_locker_returns(
         code = await eventually(lambda: _code(system.sms, "13500000002"), what="pickup SMS")
         await eventually(lambda: fleet.view(locker_id).codes_cached == 1, what="code synced")
 
-        assert fleet.inject(locker_id, Fault(FaultKind.NETWORK_DROP, duration_ms=4_000))
+        assert fleet.inject(locker_id, Fault(FaultKind.NETWORK_DROP, duration_ms=12_000))
 
         async def offline() -> bool:
             return not (await system.locker(locker_id))["online"]
@@ -181,7 +181,7 @@ async def test_pickup_while_offline_is_reconciled_when_the_locker_returns(
         )
         assert (await system.parcel(parcel_id))["state"] == "notified", "nobody told us yet"
 
-        picked = await system.wait_parcel(parcel_id, "picked_up", within=30)
+        picked = await system.wait_parcel(parcel_id, "picked_up", within=60)
         assert picked["picked_up_via"] == "keypad_offline"
         await system.wait_online(locker_id)
         await eventually(
