@@ -25,6 +25,7 @@ from controller.db.models import (
     Recipient,
     Site,
 )
+from controller.db.models import Command as CommandRow
 from controller.domain.errors import (
     InvalidRequest,
     LockerUnavailable,
@@ -135,7 +136,6 @@ class AgentService:
                 self.ctx, client_key=f"token:{actor.token_id or actor.user_id}", locker=locker,
                 parcel_id=parcel.id, code=code,
             )  # fmt: skip
-        now = self.ctx.clock.now()
         async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
             locker = await parcel_flow.lock_locker(session, parcel.locker_id)
             parcel = await session.get(
@@ -150,24 +150,13 @@ class AgentService:
                 raise LockerUnavailable(f"locker {locker.id} is offline")
             compartment = await session.get(Compartment, parcel.compartment_id)
             assert compartment is not None
-            await guard_remote_open(
-                session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
-                purpose=OpenPurpose.AGENT_PICKUP.value, parcel_id=parcel.id,
-            )  # fmt: skip
-            parcel.open_purpose = OpenPurpose.AGENT_PICKUP.value
-            parcel.picked_up_by_user_id = actor.user_id
-            command = await commands.enqueue(
-                session, self.ctx, locker_id=locker.id,
-                args=OpenCompartment(compartment.label, OpenPurpose.AGENT_PICKUP, parcel.ref),
-                ttl=timedelta(seconds=self.ctx.settings.open_command_ttl_s),
-                purpose=OpenPurpose.AGENT_PICKUP.value, parcel_id=parcel.id,
-                user_id=actor.user_id,
-            )  # fmt: skip
-            audit.record(
-                session, at=now, locker_id=locker.id, action="open_requested", actor=actor,
-                compartment=compartment.label, cause="agent_pickup", parcel_id=parcel.id,
-                command_id=command.id, authorisation="code" if code else "standing",
-            )  # fmt: skip
+            command = await commands.in_flight_open(
+                session, parcel.id, OpenPurpose.AGENT_PICKUP.value
+            )
+            if command is None:  # not already opening for this parcel (a retried request)
+                command = await self._open_for_agent(
+                    session, actor, locker, parcel, compartment, "code" if code else "standing"
+                )
             phone = await session.scalar(
                 select(Recipient.phone).where(Recipient.id == parcel.recipient_id)
             )
@@ -176,6 +165,32 @@ class AgentService:
             )
         self.ctx.wake_dispatcher()
         return view
+
+    async def _open_for_agent(
+        self, session: AsyncSession, actor: Actor, locker: Locker, parcel: Parcel,
+        compartment: Compartment, authorisation: str,
+    ) -> CommandRow:  # fmt: skip
+        """Queue the audited opening for an agent's pickup (guarded like every remote open)."""
+        now = self.ctx.clock.now()
+        await guard_remote_open(
+            session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
+            purpose=OpenPurpose.AGENT_PICKUP.value, parcel_id=parcel.id,
+        )  # fmt: skip
+        parcel.open_purpose = OpenPurpose.AGENT_PICKUP.value
+        parcel.picked_up_by_user_id = actor.user_id
+        command = await commands.enqueue(
+            session, self.ctx, locker_id=locker.id,
+            args=OpenCompartment(compartment.label, OpenPurpose.AGENT_PICKUP, parcel.ref),
+            ttl=timedelta(seconds=self.ctx.settings.open_command_ttl_s),
+            purpose=OpenPurpose.AGENT_PICKUP.value, parcel_id=parcel.id,
+            user_id=actor.user_id,
+        )  # fmt: skip
+        audit.record(
+            session, at=now, locker_id=locker.id, action="open_requested", actor=actor,
+            compartment=compartment.label, cause="agent_pickup", parcel_id=parcel.id,
+            command_id=command.id, authorisation=authorisation,
+        )  # fmt: skip
+        return command
 
     async def book_outbound(self, actor: Actor, booking: OutboundBooking) -> ParcelView:
         """Reserve a compartment for produce going out and text the sender a drop-off code."""

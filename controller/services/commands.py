@@ -237,6 +237,26 @@ def apply_result(
     return True
 
 
+async def in_flight_open(session: AsyncSession, parcel_id: int, purpose: str) -> CommandRow | None:
+    """Return the unanswered opening of a parcel for ``purpose``, if one is under way.
+
+    A repeated request (a courier's app retrying, a double tap) gets that command back instead
+    of a second door opening: remote openings are idempotent while one is in flight.
+    """
+    return (
+        await session.scalars(
+            select(CommandRow)
+            .where(
+                CommandRow.parcel_id == parcel_id,
+                CommandRow.purpose == purpose,
+                CommandRow.action == "open_compartment",
+                CommandRow.state.in_([s.value for s in OPEN_COMMAND_STATES]),
+            )
+            .order_by(CommandRow.created_at.desc())
+        )
+    ).first()
+
+
 async def cancel_open(session: AsyncSession, parcel_id: int, at: datetime) -> None:
     """Withdraw the unanswered commands of a parcel (e.g. when the parcel is cancelled)."""
     for row in await session.scalars(

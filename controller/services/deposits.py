@@ -242,7 +242,13 @@ class DepositService:
         compartment: Compartment,
         purpose: OpenPurpose,
     ) -> CommandRow:
-        """Queue the signed opening, audited; refused by lockdown or the opening limits."""
+        """Queue the signed opening, audited; refused by lockdown or the opening limits.
+
+        While an opening for the same purpose is still under way, that one is returned.
+        """
+        in_flight = await commands.in_flight_open(session, parcel.id, purpose.value)
+        if in_flight is not None:
+            return in_flight
         await guard_remote_open(
             session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
             purpose=purpose.value, parcel_id=parcel.id,

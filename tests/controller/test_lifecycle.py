@@ -334,3 +334,29 @@ async def test_texts_are_retried_and_redacted_once_sent(
     async with runtime.db.reader() as session:
         row = (await session.scalars(select(Notification))).one()
         assert row.state == "sent" and code not in row.body and row.body.count("*") >= 4
+
+
+async def test_a_retried_remote_opening_opens_the_door_once(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
+) -> None:
+    started = await deposited(runtime, seeded, locker, "SF4000000010")
+    clock.advance(hours=73)
+    await runtime.services.housekeeping.run_once()
+    courier = await actor(runtime, seeded, "courier")
+    first = await runtime.services.deposits.collect(courier, started.parcel.id)
+    again = await runtime.services.deposits.collect(courier, started.parcel.id)
+    assert first.command_id == again.command_id, "the retry gets the opening under way"
+    agent = await actor(runtime, seeded, "agent")
+    village = sorted(agent.village_ids)[0]
+    own = await deposited(runtime, seeded, locker, "SF4000000011", "13600000011", village)
+    await runtime.services.agents.authorise(agent, "13600000011", "written")
+    one = await runtime.services.agents.collect(agent, own.parcel.id, code=None, standing=True)
+    two = await runtime.services.agents.collect(agent, own.parcel.id, code=None, standing=True)
+    assert one.last_command is not None and two.last_command is not None
+    assert one.last_command.id == two.last_command.id
+    async with runtime.db.reader() as session:
+        opens = (await session.scalars(
+            select(Command.parcel_id).where(Command.action == "open_compartment",
+                                            Command.purpose != "deposit")
+        )).all()  # fmt: skip
+    assert sorted(p for p in opens if p is not None) == sorted([started.parcel.id, own.parcel.id])
