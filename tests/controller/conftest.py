@@ -19,7 +19,7 @@ from controller.runtime import Runtime, build_runtime
 from controller.settings import Settings
 from controller.testing.seed import Seeded, seed_county
 from protocol.urls import BrokerAddress
-from tests.controller.support import RecordingSender
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker
 
 PG_ENV = "LOCKERFLEET_TEST_DATABASE_URL"
 
@@ -93,3 +93,11 @@ async def runtime(
 @pytest.fixture
 async def seeded(runtime: Runtime) -> Seeded:
     return await seed_county(runtime, lockers=2, prefix=f"L{uuid.uuid4().hex[:6]}")
+
+
+@pytest.fixture
+async def locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:
+    """The first seeded locker, online with the test layout (a scripted locker, no broker)."""
+    scripted = ScriptedLocker(runtime, next(iter(seeded.lockers)))
+    await scripted.come_online(LAYOUT)
+    return scripted

@@ -54,14 +54,7 @@ from protocol.messages import (
     TemperatureReading,
     TemperatureRestored,
 )
-from tests.controller.support import LAYOUT, ScriptedLocker, actor
-
-
-@pytest.fixture
-async def locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:
-    scripted = ScriptedLocker(runtime, next(iter(seeded.lockers)))
-    await scripted.come_online(LAYOUT)
-    return scripted
+from tests.controller.support import ScriptedLocker, actor
 
 
 async def alarms_of(runtime: Runtime, locker_id: str, type_: AlarmType) -> list[Alarm]:

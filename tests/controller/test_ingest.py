@@ -13,10 +13,9 @@ from sqlalchemy import func, select
 from controller.db.models import Command, Compartment, DeviceMessage, Locker
 from controller.runtime import Runtime
 from controller.services.ingest import Inbound
-from controller.testing.seed import Seeded
 from protocol.codec import encode
 from protocol.messages import DoorClosed, EventsDropped
-from tests.controller.support import LAYOUT, ScriptedLocker
+from tests.controller.support import ScriptedLocker
 
 
 async def snapshot(runtime: Runtime) -> tuple[int, int, list[tuple[str, bool, str]]]:
@@ -31,13 +30,6 @@ async def snapshot(runtime: Runtime) -> tuple[int, int, list[tuple[str, bool, st
             )
         ).all()
     return int(messages or 0), int(commands or 0), list(rows)
-
-
-@pytest.fixture
-async def locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:
-    scripted = ScriptedLocker(runtime, next(iter(seeded.lockers)))
-    await scripted.come_online(LAYOUT)
-    return scripted
 
 
 def event_topic(runtime: Runtime, locker_id: str, channel: str = "event") -> str:

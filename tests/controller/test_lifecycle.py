@@ -30,14 +30,7 @@ from protocol.messages import (
     SizeClass,
     TemperatureClass,
 )
-from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
-
-
-@pytest.fixture
-async def locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:
-    scripted = ScriptedLocker(runtime, next(iter(seeded.lockers)))
-    await scripted.come_online(LAYOUT)
-    return scripted
+from tests.controller.support import RecordingSender, ScriptedLocker, actor
 
 
 async def deposited(
