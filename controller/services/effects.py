@@ -69,12 +69,14 @@ class BatchState:
     """What the effects of one batch share: loaded rows and follow-up work."""
 
     lockers: dict[str, Locker]
-    compartments: dict[tuple[str, str], Compartment] = field(default_factory=dict)
+    compartments: dict[str, dict[str, Compartment]] = field(default_factory=dict)
+    """Compartment rows by locker id, then label."""
     commands: dict[str, CommandRow] = field(default_factory=dict)
     rebirth: set[str] = field(default_factory=set)
 
     def compartments_of(self, locker_id: str) -> dict[str, Compartment]:
-        return {label: c for (lid, label), c in self.compartments.items() if lid == locker_id}
+        """The locker's compartments by label (the dict itself: additions are kept)."""
+        return self.compartments.setdefault(locker_id, {})
 
 
 class Effects:
@@ -125,7 +127,7 @@ class Effects:
         data = event.data
         parcel_id = None
         if isinstance(data, DoorForced | DoorLeftOpen | DoorJammed | TemperatureExcursion):
-            compartment = self.state.compartments.get((locker.id, data.compartment))
+            compartment = self.state.compartments_of(locker.id).get(data.compartment)
             if compartment is not None:
                 parcel = await parcel_flow.holding_parcel(self.session, compartment.id)
                 parcel_id = parcel.id if parcel is not None else None
@@ -137,7 +139,7 @@ class Effects:
         )  # fmt: skip
 
     def _compartment(self, locker_id: str, label: str) -> Compartment | None:
-        compartment = self.state.compartments.get((locker_id, label))
+        compartment = self.state.compartments_of(locker_id).get(label)
         if compartment is None:
             log.warning("locker %s reports unknown compartment %s", locker_id, label)
         return compartment

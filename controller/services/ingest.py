@@ -305,7 +305,7 @@ class Ingest:
             for c in await session.scalars(
                 select(Compartment).where(Compartment.locker_id.in_(locker_ids))
             ):
-                state.compartments[c.locker_id, c.label] = c
+                state.compartments_of(c.locker_id)[c.label] = c
         command_ids = {
             s.message.command_id
             for s in items
@@ -362,8 +362,6 @@ class Ingest:
             await alarms.check_firmware(
                 effects.alarms, locker.id, message.firmware, at, self.ctx.settings
             )
-            for label, row in mine.items():  # including compartments the birth created
-                state.compartments[locker.id, label] = row
         elif isinstance(message, Event):
             await effects.apply_event(message, at)
         elif isinstance(message, CommandResult):
