@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
@@ -154,6 +155,20 @@ async def _broker_config(args: argparse.Namespace) -> None:
     )
 
 
+async def _fleet_file(args: argparse.Namespace) -> None:
+    from controller.fleet_file import fleet_file
+    from controller.runtime import build_runtime
+
+    runtime = build_runtime(_settings(args))
+    try:
+        text, count = await fleet_file(runtime)
+    finally:
+        await runtime.stop()
+    args.out.write_text(text, encoding="utf-8")
+    args.out.chmod(0o600)
+    print(f"{count} lockers written to {args.out} (it holds their keys: keep it private)")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -237,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-as", help="system user Mosquitto runs as when started as root (it must own passwd)"
     )
     mosquitto.set_defaults(run_async=_broker_config)
+
+    fleet = sub.add_parser(
+        "fleet-file",
+        help="write the registered lockers (with layouts and keys) as a simulator fleet file",
+    )
+    _add_database(fleet)
+    fleet.add_argument("--out", type=Path, required=True, help="where to write the TOML file")
+    fleet.set_defaults(run_async=_fleet_file)
 
     from controller.demo.run import add_parser as add_demo
     from controller.scenarios.cli import add_parser as add_scenario

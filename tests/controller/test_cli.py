@@ -14,6 +14,10 @@ import httpx
 import pytest
 
 from controller.embedded_broker import free_port
+from controller.fleet_file import fleet_file
+from controller.runtime import Runtime
+from controller.testing.seed import DEFAULT_LAYOUT, Seeded
+from firmware_sim.files import load_fleet
 from protocol.urls import BrokerAddress
 
 SECRET = "x" * 16 + "y" * 16 + "z" * 8
@@ -94,3 +98,19 @@ def test_user_mistakes_give_one_clear_line(
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_fleet_file_gives_the_simulator_the_registered_lockers(
+    runtime: Runtime, seeded: Seeded, tmp_path: Path
+) -> None:
+    text, count = await fleet_file(runtime)
+    assert count == len(seeded.lockers)
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    specs = {spec.locker_id: spec for spec in load_fleet(path)}
+    for locker_id, issued in seeded.lockers.items():
+        spec = specs[locker_id]
+        assert spec.command_key.hex() == issued.command_key_hex
+        assert spec.code_key.hex() == issued.code_key_hex
+        assert spec.password == issued.mqtt_password
+        assert [c.id for c in spec.compartments] == sorted(c.label for c in DEFAULT_LAYOUT)
