@@ -4,7 +4,6 @@ milliseconds on the wire."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -41,7 +40,3 @@ def to_ms(moment: datetime) -> int:
 def from_ms(ms: int) -> datetime:
     """Return the UTC datetime of ``ms`` milliseconds since the epoch."""
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from protocol.urls import BrokerAddress
@@ -167,14 +166,3 @@ class MosquittoProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def running_mosquitto(extra_config: str = "") -> Iterator[MosquittoProcess]:
-    """Context manager: a started broker, stopped and cleaned up afterwards."""
-    broker = MosquittoProcess(extra_config=extra_config)
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()

@@ -119,10 +119,6 @@ def next_parcel_state(state: ParcelState, event: ParcelEvent) -> ParcelState:
     return step(PARCEL_TRANSITIONS, "parcel", state, event)
 
 
-def parcel_accepts(state: ParcelState, event: ParcelEvent) -> bool:
-    return (state, event) in PARCEL_TRANSITIONS
-
-
 class CommandState(enum.StrEnum):
     PENDING = "pending"  # stored, not yet sent
     SENT = "sent"  # sent at least once, no result yet; retried until it expires

@@ -49,7 +49,7 @@ from protocol.messages import (
     RefusalReason,
     ResultStatus,
 )
-from protocol.topics import Channel, TopicLayout
+from protocol.topics import Channel
 
 LEASE = timedelta(seconds=10)
 
@@ -280,7 +280,3 @@ async def resend_now(session: AsyncSession, locker_id: str, at: datetime) -> Non
         )
         .values(next_attempt_at=at, lease_until=None, lease_owner=None)
     )
-
-
-def command_topic(topics: TopicLayout, locker_id: str) -> str:
-    return topics.locker(locker_id, Channel.COMMAND)

@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import (
-    Carrier,
     CarrierQuota,
     Compartment,
     Consent,
@@ -451,8 +450,3 @@ def _availability(locker: Locker) -> str:
     if locker.status != "active":
         return locker.status
     return "offline" if not locker.online else "online"
-
-
-async def carrier_name(session: AsyncSession, carrier_id: int) -> str:
-    name = await session.scalar(select(Carrier.name).where(Carrier.id == carrier_id))
-    return name or "?"

@@ -26,7 +26,6 @@ from controller.db.models import Carrier, Compartment, Locker, Parcel, Recipient
 from controller.domain.errors import NotFound
 from controller.domain.states import (
     HOLDING_STATES,
-    Direction,
     IllegalTransition,
     ParcelEvent,
     ParcelState,
@@ -139,7 +138,3 @@ async def holding_parcel(session: AsyncSession, compartment_id: int) -> Parcel |
             .with_for_update()
         )
     ).first()
-
-
-def is_inbound(parcel: Parcel) -> bool:
-    return parcel.direction == Direction.INBOUND.value
