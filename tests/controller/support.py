@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from controller.clock import to_ms
 from controller.runtime import Runtime
@@ -15,6 +16,7 @@ from controller.testing.seed import DEFAULT_LAYOUT, Seeded
 from protocol.codec import encode
 from protocol.messages import (
     Birth,
+    CommandResult,
     CompartmentState,
     DeviceMessage,
     DoorState,
@@ -23,6 +25,7 @@ from protocol.messages import (
     LockState,
     Presence,
     PresenceState,
+    ResultStatus,
     SizeClass,
     TemperatureClass,
 )
@@ -94,6 +97,11 @@ class ScriptedLocker:
 
     def event(self, data: EventData) -> Event:
         return Event.of(self.locker_id, self.boot_id, self._next(), self.now_ms(), data)
+
+    def result(self, command_id: str | None, status: ResultStatus, **fields: Any) -> CommandResult:
+        """The locker's answer to a command, taking the next sequence number."""
+        return CommandResult(self.locker_id, self.boot_id, self._next(), self.now_ms(),
+                             command_id, status, **fields)  # fmt: skip
 
     async def come_online(self, labels: list[tuple[str, SizeClass, TemperatureClass]]) -> None:
         compartments = [

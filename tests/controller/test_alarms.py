@@ -30,7 +30,6 @@ from controller.testing.seed import Seeded
 from protocol.messages import (
     Action,
     CodeRejected,
-    CommandResult,
     DoorCause,
     DoorClosed,
     DoorForced,
@@ -370,12 +369,13 @@ async def test_a_commanded_opening_that_jams_is_one_jam(
     )  # fmt: skip
     label = started.parcel.compartment
     assert label is not None and started.command_id is not None
-    jammed = CommandResult(
-        locker.locker_id, locker.boot_id, locker.seq + 2, locker.now_ms(), started.command_id,
-        ResultStatus.FAILED, action=Action.OPEN_COMPARTMENT, outcome=Outcome.DOOR_JAMMED,
-    )  # fmt: skip
     event = locker.event(DoorJammed(label, started.command_id))
-    locker.seq += 1
+    jammed = locker.result(
+        started.command_id,
+        ResultStatus.FAILED,
+        action=Action.OPEN_COMPARTMENT,
+        outcome=Outcome.DOOR_JAMMED,
+    )
     for message in (jammed, event) if result_first else (event, jammed):
         await locker.send(message)
     [alarm] = await alarms_of(runtime, locker.locker_id, AlarmType.DOOR_JAMMED)

@@ -18,7 +18,6 @@ from controller.testing.seed import Seeded
 from protocol.codes import code_hash
 from protocol.messages import (
     Action,
-    CommandResult,
     DoorCause,
     DoorClosed,
     DoorOpened,
@@ -262,17 +261,12 @@ async def test_commands_are_retried_until_answered_or_expired(
     again = await dispatcher.claim_due()
     assert [c.payload for c in again] == [first[0].payload], "every attempt is the same bytes"
     await dispatcher.record_sent([str(started.command_id)])
-    replayed = CommandResult(
-        locker.locker_id,
-        1,
-        locker.seq + 1,
-        locker.now_ms(),
+    replayed = locker.result(
         started.command_id,
         ResultStatus.REFUSED,
         action=Action.OPEN_COMPARTMENT,
         reason=RefusalReason.REPLAYED,
     )
-    locker.seq += 1
     await locker.send(replayed)
     async with runtime.db.reader() as session:
         row = await session.get(Command, started.command_id)
@@ -282,17 +276,9 @@ async def test_commands_are_retried_until_answered_or_expired(
     async with runtime.db.reader() as session:
         row = await session.get(Command, started.command_id)
         assert row is not None and row.state == "expired" and row.attempts == 2
-    late = CommandResult(
-        locker.locker_id,
-        1,
-        locker.seq + 1,
-        locker.now_ms(),
-        started.command_id,
-        ResultStatus.OK,
-        action=Action.OPEN_COMPARTMENT,
-        outcome=Outcome.OPENED,
+    late = locker.result(
+        started.command_id, ResultStatus.OK, action=Action.OPEN_COMPARTMENT, outcome=Outcome.OPENED
     )
-    locker.seq += 1
     await locker.send(late)
     async with runtime.db.reader() as session:
         row = await session.get(Command, started.command_id)
