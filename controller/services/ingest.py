@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -197,6 +197,18 @@ def _readable_envelope(
     return sane[0], sane[1], sane[2]
 
 
+def _compartment_named(message: Message | None, state: BatchState) -> str | None:
+    """The compartment an event or a command result is about, if any."""
+    if isinstance(message, Event):
+        label = getattr(message.data, "compartment", None)
+        return label if isinstance(label, str) else None
+    if isinstance(message, CommandResult):
+        row = state.commands.get(message.command_id or "")
+        label = row.args.get("compartment") if row is not None else None
+        return label if isinstance(label, str) else None
+    return None
+
+
 class Ingest:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -228,7 +240,6 @@ class Ingest:
                 new_keys
             )
             state = BatchState(lockers)
-            await self._load(session, state, sequenced)
             effects = Effects(session, self.ctx, state)
             await effects.alarms.preload(lockers)
             for message, received_at in parsed.unsequenced:
@@ -248,6 +259,7 @@ class Ingest:
                 (s for s in sequenced if (s.locker_id, s.boot_id, s.seq) in new_keys),
                 key=lambda s: (s.locker_id, s.boot_id, s.seq),
             )
+            await self._load(session, state, fresh)
             self._count_streams(lockers, fresh)
             for item in fresh:
                 await self._apply(session, effects, state, item)
@@ -299,13 +311,11 @@ class Ingest:
     async def _load(
         self, session: AsyncSession, state: BatchState, items: list[_Sequenced]
     ) -> None:
-        """Load, in a few queries, the compartments and commands the batch will touch."""
-        locker_ids = {s.locker_id for s in items}
-        if locker_ids:
-            for c in await session.scalars(
-                select(Compartment).where(Compartment.locker_id.in_(locker_ids))
-            ):
-                state.compartments_of(c.locker_id)[c.label] = c
+        """Load, in a few queries, the commands and compartments the batch's new messages touch.
+
+        Only the compartments named by an event or by the command a result answers are loaded,
+        and every compartment of a locker that sent a birth (the birth reconciles them all).
+        """
         command_ids = {
             s.message.command_id
             for s in items
@@ -322,6 +332,20 @@ class Ingest:
                 select(CommandRow).where(CommandRow.id.in_(command_ids)).with_for_update()
             ):
                 state.commands[row.id] = row
+        whole = {s.locker_id for s in items if isinstance(s.message, Birth)}
+        named = {
+            (s.locker_id, label)
+            for s in items
+            if s.locker_id not in whole and (label := _compartment_named(s.message, state))
+        }
+        conditions = []
+        if whole:
+            conditions.append(Compartment.locker_id.in_(sorted(whole)))
+        if named:
+            conditions.append(tuple_(Compartment.locker_id, Compartment.label).in_(sorted(named)))
+        if conditions:
+            for c in await session.scalars(select(Compartment).where(or_(*conditions))):
+                state.compartments_of(c.locker_id)[c.label] = c
 
     def _count_streams(self, lockers: dict[str, Locker], fresh: list[_Sequenced]) -> None:
         per_boot: dict[tuple[str, int], list[int]] = defaultdict(list)
