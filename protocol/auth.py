@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from protocol.canonical import canonical_json
-from protocol.codec import message_from_object, message_to_object, parse_json
+from protocol.codec import encode_object, message_from_object, message_to_object, parse_json
 from protocol.errors import RemoteProtocolError
 from protocol.fields import Pattern
 from protocol.messages import (
@@ -70,6 +70,17 @@ def sign_command(command: Command, key: bytes) -> Command:
 def sign_ack(ack: Ack, key: bytes) -> Ack:
     """Return ``ack`` with its ``sig`` set."""
     return replace(ack, sig=_mac(key, ACK_DOMAIN, message_to_object(ack)))
+
+
+def encode_signed_ack(ack: Ack, key: bytes) -> bytes:
+    """Return the wire bytes of ``ack`` signed with ``key``.
+
+    The same bytes as ``encode(sign_ack(ack, key))``, for a controller that sends thousands of
+    acks a second: the message is turned into its wire object once instead of twice.
+    """
+    obj = message_to_object(ack)
+    obj["sig"] = _mac(key, ACK_DOMAIN, obj)  # ``sig`` is the last field of an Ack
+    return encode_object(obj)
 
 
 def _signature_ok(obj: dict[str, Any], key: bytes, domain: bytes) -> bool:

@@ -212,11 +212,18 @@ def encode(message: Message) -> bytes:
 
     Raises :class:`LocalProtocolError` if the result would exceed :data:`MAX_PAYLOAD_BYTES`.
     """
-    payload = json.dumps(
-        message_to_object(message), ensure_ascii=False, separators=(",", ":")
-    ).encode("utf-8")
+    return encode_object(message_to_object(message))
+
+
+def encode_object(obj: dict[str, Any]) -> bytes:
+    """Return the compact UTF-8 JSON of a wire object (as :func:`message_to_object` gives).
+
+    Raises :class:`LocalProtocolError` if the result would exceed :data:`MAX_PAYLOAD_BYTES`.
+    """
+    payload = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise LocalProtocolError(
-            f"{message.TYPE} of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}", code="too_large"
+            f"{obj.get('type')} of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}",
+            code="too_large",
         )
     return payload

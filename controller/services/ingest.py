@@ -36,8 +36,8 @@ from controller.db.models import Compartment, DeviceMessage, Locker
 from controller.services import alarms, commands, locker_state
 from controller.services.context import Context
 from controller.services.effects import BatchState, Effects
-from protocol.auth import sign_ack
-from protocol.codec import encode, message_from_object, parse_json
+from protocol.auth import encode_signed_ack
+from protocol.codec import message_from_object, parse_json
 from protocol.errors import RemoteProtocolError
 from protocol.messages import (
     DEVICE_MESSAGES,
@@ -61,6 +61,8 @@ GAP_GRACE = timedelta(seconds=60)
 """How long a missing sequence number may stay missing before a rebirth is requested."""
 
 REBIRTH_TTL = timedelta(minutes=5)
+ACK_RANGES = 250
+"""Ranges per ack: 250 of the longest (16-digit) numbers stay well inside the 16 KiB payload."""
 SEQUENCED_CHANNELS = (Channel.BIRTH, Channel.EVENT, Channel.RESULT)
 
 
@@ -446,7 +448,11 @@ class Ingest:
             locker = lockers[locker_id]
             key = self.ctx.keys.command_key(locker_id, locker.key_generation)
             ranges = to_ranges(seqs)
-            for start in range(0, len(ranges), 1000):
-                ack = sign_ack(Ack(locker_id, boot_id, ranges[start : start + 1000], now_ms), key)
-                out.append(Outbound(self.ctx.topics.locker(locker_id, Channel.ACK), encode(ack)))
+            for start in range(0, len(ranges), ACK_RANGES):
+                ack = Ack(locker_id, boot_id, ranges[start : start + ACK_RANGES], now_ms)
+                out.append(
+                    Outbound(
+                        self.ctx.topics.locker(locker_id, Channel.ACK), encode_signed_ack(ack, key)
+                    )
+                )
         return out

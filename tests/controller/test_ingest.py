@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from controller.db.models import Command, Compartment, DeviceMessage, Locker
 from controller.runtime import Runtime
 from controller.services.ingest import Inbound
-from protocol.codec import encode
+from protocol.auth import check_ack
+from protocol.codec import MAX_PAYLOAD_BYTES, encode
 from protocol.messages import DoorClosed, EventsDropped
 from tests.controller.support import ScriptedLocker
 
@@ -136,3 +137,26 @@ async def test_gaps_and_lost_events_bring_a_rebirth_request(
             await session.scalars(select(Command).where(Command.action == "request_rebirth"))
         ).all()
         assert len(rebirths) == 1, "one request while the first is fresh, not one per event"
+
+
+async def test_a_badly_fragmented_stream_is_acknowledged_in_acks_that_fit_a_payload(
+    runtime: Runtime, locker: ScriptedLocker
+) -> None:
+    """600 events with every other number missing make 600 ranges: more than one ack can
+    carry within the 16 KiB payload limit. They are split, and together cover every event."""
+    events = []
+    for _ in range(600):
+        events.append(locker.event(DoorClosed("A01", False, 10)))
+        locker.seq += 1  # the next number never arrives
+    report = await locker.send(*events)
+    assert report.stored == 600 and report.rejected == []
+    key = runtime.ctx.keys.command_key(locker.locker_id, 1)
+    covered: set[int] = set()
+    for ack in report.acks:
+        assert len(ack.payload) <= MAX_PAYLOAD_BYTES
+        checked = check_ack(ack.payload, locker_id=locker.locker_id, key=key)
+        assert checked is not None, "signed with the locker's key"
+        for r in checked.ranges:
+            covered.update(range(r.first, r.last + 1))
+    assert len(report.acks) > 1
+    assert covered == {e.seq for e in events}

@@ -21,6 +21,7 @@ from protocol.auth import (
     ReplayWindow,
     check_ack,
     check_command,
+    encode_signed_ack,
     freshness,
     new_key,
     sign_ack,
@@ -477,5 +478,6 @@ def test_forged_or_misaddressed_acks_are_ignored(payload: bytes) -> None:
 @FAST
 def test_ack_sign_and_check_round_trip(ack: Ack) -> None:
     signed = sign_ack(dataclasses.replace(ack, sig=""), KEY)
+    assert encode_signed_ack(dataclasses.replace(ack, sig=""), KEY) == encode(signed)
     assert check_ack(encode(signed), locker_id=ack.locker_id, key=KEY) == signed
     assert check_ack(encode(signed), locker_id=ack.locker_id, key=OTHER_KEY) is None
