@@ -71,7 +71,7 @@ from controller.db.migrate import upgrade
 from controller.db.models import Parcel
 from controller.demo.county import County, UserPlan, build_county
 from controller.embedded_broker import MosquittoProcess
-from controller.runtime import Runtime, build_runtime
+from controller.runtime import Runtime, build_runtime, tune_gc
 from controller.services.context import Role
 from controller.services.ingest import Inbound
 from controller.services.lockers import CompartmentSpec
@@ -730,6 +730,7 @@ def bare_main(port: int, root: str, expected: int, conn: Connection) -> None:
 def replica_main(kwargs: dict[str, Any], profile: str, conn: Connection) -> None:
     """Child process: one controller replica (the bridge and the background loops)."""
     logging.getLogger("mqtt").setLevel(logging.ERROR)
+    tune_gc()  # as `lockerfleet serve` does
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -1134,6 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # aiomqtt warns about every publish queued behind others; the figures say it better.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
+    tune_gc()  # the deposit and storm controllers run in this process, as `lockerfleet serve`
     which = args.only or ["deposit", "ingest", "storm"]
     report: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

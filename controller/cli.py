@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from controller.runtime import tune_gc
+
+    tune_gc()
     try:
         if hasattr(args, "run_async"):
             runner: Callable[[argparse.Namespace], Coroutine[Any, Any, Any]] = args.run_async

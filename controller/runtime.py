@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,15 @@ class Runtime:
                 await task
         self.tasks.clear()
         await self.db.dispose()
+
+
+def tune_gc() -> None:
+    """Collect garbage less often: a replica allocates thousands of short-lived ORM rows and
+    protocol objects a second, and the default threshold (700 allocations) runs a collection
+    every few hundred microseconds, which cProfile showed taking a third of the ingest's time.
+    Objects alive at start-up (modules, settings) are moved out of the collector's way."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 def sms_sender(settings: Settings) -> SmsSender:

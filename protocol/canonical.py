@@ -26,6 +26,19 @@ from typing import Any
 from protocol.errors import RemoteProtocolError
 
 
+def _has_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _check(value: Any, path: str) -> None:
     if isinstance(value, float):
         raise RemoteProtocolError(
@@ -46,7 +59,8 @@ def canonical_json(value: Any) -> bytes:
     ``malformed_json`` if it nests too deeply to encode.
     """
     try:
-        _check(value, "")
+        if _has_float(value):
+            _check(value, "")  # raises, naming where the number is
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
         )

@@ -77,7 +77,9 @@ def parse_json(payload: bytes) -> dict[str, Any]:
         raise RemoteProtocolError("JSON nested too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise RemoteProtocolError("payload must be a JSON object", code="not_an_object")
-    if _nesting(data) > MAX_NESTING:
+    # Each level of nesting needs its own bracket: with few brackets the walk can be skipped.
+    brackets = payload.count(b"{") + payload.count(b"[")
+    if brackets > MAX_NESTING and _nesting(data) > MAX_NESTING:
         raise RemoteProtocolError(
             f"JSON nested deeper than {MAX_NESTING} levels", code="malformed_json"
         )
