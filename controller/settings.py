@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     command_retry_max_s: float = 30.0
     ingest_batch_size: int = 1000
     ingest_batch_wait_ms: int = 20
+    ack_coalesce_ms: int = 1000
+    """Under load, the acks of back-to-back batches are merged for at most this long."""
     code_lockout_attempts: int = 5
     code_lockout_base_s: int = 60
     code_lockout_max_s: int = 3600

@@ -33,7 +33,7 @@ import sqlalchemy.exc
 from controller.clock import to_ms
 from controller.services.commands import CommandDispatcher, Outgoing
 from controller.services.context import Context
-from controller.services.ingest import BatchReport, Inbound, Ingest
+from controller.services.ingest import AckBook, BatchReport, Inbound, Ingest
 from protocol.codec import encode
 from protocol.messages import ControllerPresence, PresenceState
 from protocol.urls import BrokerAddress
@@ -63,6 +63,10 @@ class BridgeStats:
     commands_published: int = 0
     batches: int = 0
     last_batch_seconds: float = 0.0
+    batch_seconds: float = 0.0
+    """Time spent storing batches, in all."""
+    ack_seconds: float = 0.0
+    """Time from publishing a batch's acks to their last PUBACK, in all (overlaps storing)."""
     queue_depth: Callable[[], int] = field(default=lambda: 0)
     rejections_by_code: dict[str, int] = field(default_factory=dict)
 
@@ -157,34 +161,69 @@ class MqttBridge:
             self.stats.received += 1
 
     async def _ingest(self, client: aiomqtt.Client, queue: asyncio.Queue[Inbound]) -> None:
-        settings = self.ctx.settings
-        while True:
-            batch = [await queue.get()]
-            deadline = time.monotonic() + settings.ingest_batch_wait_ms / 1000
-            while len(batch) < settings.ingest_batch_size:
-                try:
-                    batch.append(queue.get_nowait())
+        """Store batch after batch; acknowledge what they stored.
+
+        Acks leave only after the commit. When batches come back to back (the queue is not
+        empty after one), what they stored is merged and acknowledged together, at the latest
+        ``ack_coalesce_ms`` after the first: a locker then gets one ack for several batches
+        instead of one each. When the queue is empty, everything pending is acknowledged at
+        once. The next batch is stored while the acks wait for their PUBACKs, one set of acks
+        in flight at a time.
+        """
+        acking: asyncio.Task[None] | None = None
+        pending = AckBook()
+        pending_since = 0.0
+        coalesce_s = self.ctx.settings.ack_coalesce_ms / 1000
+        try:
+            while True:
+                batch = await self._next_batch(queue)
+                started = time.monotonic()
+                report = await self._handle(batch)
+                self.stats.last_batch_seconds = time.monotonic() - started
+                self.stats.batch_seconds += self.stats.last_batch_seconds
+                if not pending:
+                    pending_since = time.monotonic()
+                pending.merge(report.to_ack)
+                self.wake()
+                if self._on_batch is not None:
+                    await self._on_batch(report)
+                if queue.qsize() and time.monotonic() - pending_since < coalesce_s:
                     continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that arrives as the inner call completes, and stop() would then hang.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        batch.append(await queue.get())
-            started = time.monotonic()
-            report = await self._handle(batch)
-            await asyncio.gather(
-                *(client.publish(a.topic, a.payload, qos=a.qos) for a in report.acks)
-            )
-            self.stats.acks_published += len(report.acks)
-            self.stats.last_batch_seconds = time.monotonic() - started
-            self.wake()
-            if self._on_batch is not None:
-                await self._on_batch(report)
+                if acking is not None:
+                    await acking
+                acking = asyncio.create_task(self._publish_acks(client, pending))
+                pending = AckBook()
+        finally:
+            if acking is not None:
+                acking.cancel()
+
+    async def _next_batch(self, queue: asyncio.Queue[Inbound]) -> list[Inbound]:
+        """Up to ``ingest_batch_size`` messages: the first, and what comes within the wait."""
+        settings = self.ctx.settings
+        batch = [await queue.get()]
+        deadline = time.monotonic() + settings.ingest_batch_wait_ms / 1000
+        while len(batch) < settings.ingest_batch_size:
+            try:
+                batch.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the inner call completes, and stop() would then hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    batch.append(await queue.get())
+        return batch
+
+    async def _publish_acks(self, client: aiomqtt.Client, book: AckBook) -> None:
+        started = time.monotonic()
+        acks = book.sign(self.ctx)
+        await asyncio.gather(*(client.publish(a.topic, a.payload, qos=a.qos) for a in acks))
+        self.stats.acks_published += len(acks)
+        self.stats.ack_seconds += time.monotonic() - started
 
     async def _handle(self, batch: list[Inbound]) -> BatchReport:
         """Store one batch.
@@ -197,7 +236,7 @@ class MqttBridge:
         delay = 0.5
         while True:
             try:
-                report = await self.ingest.handle(batch)
+                report = await self.ingest.handle(batch, sign_acks=False)
                 break
             except DATABASE_DOWN as exc:
                 log.warning(
@@ -214,11 +253,7 @@ class MqttBridge:
                     return BatchReport()
                 report = BatchReport()
                 for item in batch:
-                    one = await self._handle([item])
-                    report.stored += one.stored
-                    report.duplicates += one.duplicates
-                    report.rejected += one.rejected
-                    report.acks += one.acks
+                    report.merge(await self._handle([item]))
                 return report
         self.stats.batches += 1
         self.stats.stored += report.stored

@@ -92,11 +92,56 @@ class Outbound:
 
 
 @dataclass
+class AckBook:
+    """Sequence numbers stored and not yet acknowledged, by locker and boot, with the key
+    generation to sign their acks with. Batches can be merged into one book so that a locker
+    gets one ack for several batches when they come back to back."""
+
+    seqs: dict[tuple[str, int], set[int]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def add(self, locker_id: str, boot_id: int, seq: int, generation: int) -> None:
+        self.seqs.setdefault((locker_id, boot_id), set()).add(seq)
+        self.generations[locker_id] = generation
+
+    def merge(self, other: AckBook) -> None:
+        for key, seqs in other.seqs.items():
+            self.seqs.setdefault(key, set()).update(seqs)
+        self.generations.update(other.generations)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def sign(self, ctx: Context) -> list[Outbound]:
+        """One signed ack per locker and boot (more if its ranges would not fit one)."""
+        now_ms = int(ctx.clock.now().timestamp() * 1000)
+        out = []
+        for (locker_id, boot_id), seqs in sorted(self.seqs.items()):
+            key = ctx.keys.command_key(locker_id, self.generations[locker_id])
+            topic = ctx.topics.locker(locker_id, Channel.ACK)
+            ranges = to_ranges(seqs)
+            for start in range(0, len(ranges), ACK_RANGES):
+                ack = Ack(locker_id, boot_id, ranges[start : start + ACK_RANGES], now_ms)
+                out.append(Outbound(topic, encode_signed_ack(ack, key)))
+        return out
+
+
+@dataclass
 class BatchReport:
     stored: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    to_ack: AckBook = field(default_factory=AckBook)
+    """Everything the batch covered, new and duplicate alike, committed."""
     acks: list[Outbound] = field(default_factory=list)
+    """``to_ack`` signed, unless the caller asked to sign later (the bridge coalesces)."""
+
+    def merge(self, other: BatchReport) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.to_ack.merge(other.to_ack)
+        self.acks += other.acks
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +260,12 @@ class Ingest:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def handle(self, batch: list[Inbound]) -> BatchReport:
-        """Store and apply one batch; return what to acknowledge and what was rejected."""
+    async def handle(self, batch: list[Inbound], *, sign_acks: bool = True) -> BatchReport:
+        """Store and apply one batch; return what to acknowledge and what was rejected.
+
+        With ``sign_acks`` false the report carries what to acknowledge (``to_ack``) but no
+        signed acks yet: the caller signs them, perhaps merged with later batches'.
+        """
         parsed = _parse(self.ctx, batch)
         report = BatchReport(rejected=list(parsed.rejected))
         locker_ids = sorted(
@@ -266,7 +315,12 @@ class Ingest:
             for item in fresh:
                 await self._apply(session, effects, state, item)
             await self._request_rebirths(session, state)
-            report.acks = self._acks(lockers, sequenced)
+            for s in sequenced:
+                report.to_ack.add(
+                    s.locker_id, s.boot_id, s.seq, lockers[s.locker_id].key_generation
+                )
+        if sign_acks:
+            report.acks = report.to_ack.sign(self.ctx)
         return report
 
     async def _lock_lockers(self, session: AsyncSession, ids: list[str]) -> dict[str, Locker]:
@@ -438,22 +492,3 @@ class Ingest:
                 ttl=REBIRTH_TTL,
                 purpose="rebirth",
             )
-
-    def _acks(self, lockers: dict[str, Locker], items: list[_Sequenced]) -> list[Outbound]:
-        per_boot: dict[tuple[str, int], set[int]] = defaultdict(set)
-        for s in items:
-            per_boot[s.locker_id, s.boot_id].add(s.seq)
-        now_ms = int(self.ctx.clock.now().timestamp() * 1000)
-        out = []
-        for (locker_id, boot_id), seqs in sorted(per_boot.items()):
-            locker = lockers[locker_id]
-            key = self.ctx.keys.command_key(locker_id, locker.key_generation)
-            ranges = to_ranges(seqs)
-            for start in range(0, len(ranges), ACK_RANGES):
-                ack = Ack(locker_id, boot_id, ranges[start : start + ACK_RANGES], now_ms)
-                out.append(
-                    Outbound(
-                        self.ctx.topics.locker(locker_id, Channel.ACK), encode_signed_ack(ack, key)
-                    )
-                )
-        return out
