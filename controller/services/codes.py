@@ -12,6 +12,7 @@ the current set; a full sync it had partly received is resumed with only the mis
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -132,6 +133,16 @@ async def extend(
         await commands.enqueue(session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx))
 
 
+@dataclass(frozen=True)
+class SyncWanted:
+    """A locker that reported its code cache (in a birth or a sync result) and may need a
+    full sync. ``locker`` must be locked in the session (``SELECT ... FOR UPDATE``)."""
+
+    locker: Locker
+    reported_version: int | None
+    staging: CodeStaging | None = None
+
+
 async def full_sync(
     session: AsyncSession,
     ctx: Context,
@@ -144,33 +155,50 @@ async def full_sync(
 
     Nothing is queued when the locker already reports the target version.
     """
-    target = locker.code_cache_version
-    if reported_version == target and staging is None:
+    return await full_syncs(session, ctx, [SyncWanted(locker, reported_version, staging)])
+
+
+async def full_syncs(session: AsyncSession, ctx: Context, wanted: list[SyncWanted]) -> int:
+    """:func:`full_sync` for many lockers at once, in two queries whatever their number (a
+    reconnect storm brings thousands of births). Returns how many pages were queued."""
+    todo = [w for w in wanted if not (w.reported_version == w.locker.code_cache_version
+                                      and w.staging is None)]  # fmt: skip
+    if not todo:
         return 0
-    if target == 0:
-        # Nothing was ever issued here, yet the locker holds another version: start a new
-        # version so that the (empty) full sync has a version to move to.
-        target = await _bump_cache_version(session, locker.id)
+    for w in todo:
+        if w.locker.code_cache_version == 0:
+            # Nothing was ever issued here, yet the locker holds another version: start a new
+            # version so that the (empty) full sync has a version to move to.
+            w.locker.code_cache_version = 1
+    ids = sorted({w.locker.id for w in todo})
     rows = (
         await session.execute(
             select(PickupCode, Parcel.ref)
             .join(Parcel, Parcel.id == PickupCode.parcel_id)
-            .where(PickupCode.locker_id == locker.id, PickupCode.active)
+            .where(PickupCode.locker_id.in_(ids), PickupCode.active)
             .order_by(PickupCode.id)
         )
     ).all()
     labels = await _labels_of_parcels(session, [code.parcel_id for code, _ in rows])
-    entries = [_entry(code, ref, labels[code.parcel_id]) for code, ref in rows]
-    pages = full_sync_pages(entries, target)
-    have: set[int] = set()
-    if staging is not None and staging.version == target and staging.pages == len(pages):
-        have = set(staging.have)
+    entries: dict[str, list[CodeEntry]] = {locker_id: [] for locker_id in ids}
+    for code, ref in rows:
+        entries[code.locker_id].append(_entry(code, ref, labels[code.parcel_id]))
     queued = 0
-    for page in pages:
-        if page.page in have:
-            continue
-        await commands.enqueue(session, ctx, locker_id=locker.id, args=page, ttl=_sync_ttl(ctx))
-        queued += 1
+    for w in todo:
+        target = w.locker.code_cache_version
+        pages = full_sync_pages(entries[w.locker.id], target)
+        have: set[int] = set()
+        staging = w.staging
+        if staging is not None and staging.version == target and staging.pages == len(pages):
+            have = set(staging.have)
+        for page in pages:
+            if page.page in have:
+                continue
+            await commands.enqueue(
+                session, ctx, locker_id=w.locker.id, args=page, ttl=_sync_ttl(ctx),
+                locker=w.locker,
+            )  # fmt: skip
+            queued += 1
     return queued
 
 

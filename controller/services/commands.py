@@ -64,16 +64,25 @@ async def enqueue(
     purpose: str | None = None,
     parcel_id: int | None = None,
     user_id: int | None = None,
+    locker: Locker | None = None,
 ) -> CommandRow:
-    """Store a new command for ``locker_id`` in the session's transaction and return it."""
-    counter = (
-        await session.execute(
-            update(Locker)
-            .where(Locker.id == locker_id)
-            .values(command_counter=Locker.command_counter + 1)
-            .returning(Locker.command_counter)
-        )
-    ).scalar_one()
+    """Store a new command for ``locker_id`` in the session's transaction and return it.
+
+    Pass ``locker`` when its row is already locked in this session (``FOR UPDATE``): the
+    counter is then taken from it without a round trip to the database.
+    """
+    if locker is not None:
+        locker.command_counter += 1
+        counter = locker.command_counter
+    else:
+        counter = (
+            await session.execute(
+                update(Locker)
+                .where(Locker.id == locker_id)
+                .values(command_counter=Locker.command_counter + 1)
+                .returning(Locker.command_counter)
+            )
+        ).scalar_one()
     now = ctx.clock.now()
     row = CommandRow(
         id=uuid.uuid4().hex,
@@ -269,12 +278,12 @@ async def cancel_open(session: AsyncSession, parcel_id: int, at: datetime) -> No
             row.completed_at = at
 
 
-async def resend_now(session: AsyncSession, locker_id: str, at: datetime) -> None:
-    """Make every open command of a locker due now (it has just come back online)."""
+async def resend_now(session: AsyncSession, locker_ids: list[str], at: datetime) -> None:
+    """Make every open command of these lockers due now (they have just come back online)."""
     await session.execute(
         update(CommandRow)
         .where(
-            CommandRow.locker_id == locker_id,
+            CommandRow.locker_id.in_(locker_ids),
             CommandRow.state.in_([s.value for s in OPEN_COMMAND_STATES]),
             CommandRow.expires_at > at,
         )

@@ -28,7 +28,7 @@ from controller.domain.alarms import AlarmType
 from controller.domain.states import ParcelEvent, ParcelState
 from controller.services import alarms, audit, codes, commands, parcel_flow
 from controller.services.context import Context
-from controller.services.locker_state import locker_time, set_physical
+from controller.services.locker_state import CatchUp, locker_time, set_physical
 from protocol.fields import from_wire
 from protocol.messages import (
     Action,
@@ -73,6 +73,8 @@ class BatchState:
     """Compartment rows by locker id, then label."""
     commands: dict[str, CommandRow] = field(default_factory=dict)
     rebirth: set[str] = field(default_factory=set)
+    catch_up: CatchUp = field(default_factory=CatchUp)
+    """Work for lockers that came online in the batch, done at its end."""
 
     def compartments_of(self, locker_id: str) -> dict[str, Compartment]:
         """The locker's compartments by label (the dict itself: additions are kept)."""

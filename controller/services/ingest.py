@@ -293,6 +293,7 @@ class Ingest:
             state = BatchState(lockers)
             effects = Effects(session, self.ctx, state)
             await effects.alarms.preload(lockers)
+            later = state.catch_up
             for message, received_at in parsed.unsequenced:
                 locker = lockers.get(message.locker_id)
                 if locker is None:
@@ -300,7 +301,7 @@ class Ingest:
                 if isinstance(message, Presence):
                     offline_since = None if locker.online else locker.offline_since
                     await locker_state.apply_presence(
-                        session, self.ctx, locker, message, received_at
+                        session, self.ctx, locker, message, received_at, later
                     )
                     await self._presence_alarms(effects, locker, offline_since, received_at)
                 elif isinstance(message, Telemetry):
@@ -314,6 +315,7 @@ class Ingest:
             self._count_streams(lockers, fresh)
             for item in fresh:
                 await self._apply(session, effects, state, item)
+            await locker_state.catch_up(session, self.ctx, later)
             await self._request_rebirths(session, state)
             for s in sequenced:
                 report.to_ack.add(
@@ -434,7 +436,9 @@ class Ingest:
         elif isinstance(message, Birth):
             mine = state.compartments_of(locker.id)
             offline_since = None if locker.online else locker.offline_since
-            await locker_state.apply_birth(session, self.ctx, locker, message, mine, at)
+            await locker_state.apply_birth(
+                session, self.ctx, locker, message, mine, at, state.catch_up
+            )
             await self._presence_alarms(effects, locker, offline_since, at)
             await alarms.check_clock(
                 effects.alarms, locker.id, locker_state.locker_time(message.ts), at,

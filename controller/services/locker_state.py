@@ -14,6 +14,7 @@ is missing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -71,8 +72,32 @@ def set_physical(
     return True
 
 
+@dataclass
+class CatchUp:
+    """What lockers coming online in one batch still need, done together at the batch's end
+    (:func:`catch_up`) in a few set-based statements instead of several round trips each: a
+    reconnect storm brings thousands of births at once."""
+
+    outages: list[tuple[Locker, datetime, datetime]] = field(default_factory=list)
+    resend: set[str] = field(default_factory=set)
+    syncs: dict[str, codes.SyncWanted] = field(default_factory=dict)
+
+
+async def catch_up(session: AsyncSession, ctx: Context, later: CatchUp) -> None:
+    """Credit the outages, queue the code syncs, and make the lockers' open commands due."""
+    await _credit_outages(session, ctx, later.outages)
+    await codes.full_syncs(session, ctx, list(later.syncs.values()))
+    if later.resend:
+        await commands.resend_now(session, sorted(later.resend), ctx.clock.now())
+
+
 async def apply_presence(
-    session: AsyncSession, ctx: Context, locker: Locker, presence: Presence, at: datetime
+    session: AsyncSession,
+    ctx: Context,
+    locker: Locker,
+    presence: Presence,
+    at: datetime,
+    later: CatchUp | None = None,
 ) -> None:
     """Mark the locker online or offline, if this presence is not older than the last."""
     if (presence.boot_id, presence.connection) < (
@@ -83,7 +108,7 @@ async def apply_presence(
     locker.presence_boot_id, locker.presence_connection = presence.boot_id, presence.connection
     locker.last_seen_at = at
     if presence.state is PresenceState.ONLINE:
-        await came_online(session, ctx, locker, at)
+        await came_online(session, ctx, locker, at, later)
     elif locker.online:
         locker.online = False
         locker.offline_since = at
@@ -91,40 +116,59 @@ async def apply_presence(
     _note_reported_high(locker, presence.boot_id, presence.seq)
 
 
-async def came_online(session: AsyncSession, ctx: Context, locker: Locker, at: datetime) -> None:
-    """Everything that follows a locker coming back: deadline credit, commands resent."""
+async def came_online(
+    session: AsyncSession, ctx: Context, locker: Locker, at: datetime, later: CatchUp | None = None
+) -> None:
+    """Everything that follows a locker coming back: deadline credit, commands resent (now,
+    or at the end of the batch when ``later`` collects the work)."""
     if locker.online:
         return
     locker.online = True
+    outages = []
     if locker.offline_since is not None:
-        await credit_outage(session, ctx, locker, locker.offline_since, at)
+        outages.append((locker, locker.offline_since, at))
         log.info("locker %s back online after %s", locker.id, at - locker.offline_since)
     locker.offline_since = None
-    await commands.resend_now(session, locker.id, at)
+    if later is not None:
+        later.outages += outages
+        later.resend.add(locker.id)
+        return
+    await _credit_outages(session, ctx, outages)
+    await commands.resend_now(session, [locker.id], at)
 
 
-async def credit_outage(
-    session: AsyncSession, ctx: Context, locker: Locker, start: datetime, end: datetime
+async def _credit_outages(
+    session: AsyncSession, ctx: Context, outages: list[tuple[Locker, datetime, datetime]]
 ) -> None:
-    """Move the deadlines of the locker's waiting parcels by the outage's overlap with them."""
+    """Move the deadlines of the lockers' waiting parcels by each outage's overlap with them."""
+    if not outages:
+        return
     rows = (
         await session.execute(
             select(Parcel, Compartment.label)
             .join(Compartment, Compartment.id == Parcel.compartment_id)
-            .where(Parcel.locker_id == locker.id, Parcel.state == ParcelState.NOTIFIED.value)
+            .where(
+                Parcel.locker_id.in_(sorted({locker.id for locker, _, _ in outages})),
+                Parcel.state == ParcelState.NOTIFIED.value,
+            )
+            .order_by(Parcel.id)
         )
     ).all()
-    extended: list[tuple[Parcel, str]] = []
+    waiting: dict[str, list[tuple[Parcel, str]]] = {}
     for parcel, label in rows:
-        if parcel.deposited_at is None or parcel.deadline_at is None:
-            continue
-        credit = outage_credit(parcel.deposited_at, parcel.deadline_at, start, end)
-        if credit > timedelta(0):
-            parcel.deadline_at += credit
-            parcel.offline_credit_s += int(credit.total_seconds())
-            extended.append((parcel, label))
-    if extended:
-        await codes.extend(session, ctx, locker_id=locker.id, parcels=extended)
+        waiting.setdefault(parcel.locker_id, []).append((parcel, label))
+    for locker, start, end in outages:
+        extended: list[tuple[Parcel, str]] = []
+        for parcel, label in waiting.get(locker.id, []):
+            if parcel.deposited_at is None or parcel.deadline_at is None:
+                continue
+            credit = outage_credit(parcel.deposited_at, parcel.deadline_at, start, end)
+            if credit > timedelta(0):
+                parcel.deadline_at += credit
+                parcel.offline_credit_s += int(credit.total_seconds())
+                extended.append((parcel, label))
+        if extended:
+            await codes.extend(session, ctx, locker_id=locker.id, parcels=extended)
 
 
 def apply_telemetry(locker: Locker, telemetry: Telemetry, at: datetime) -> None:
@@ -145,8 +189,10 @@ async def apply_birth(
     birth: Birth,
     compartments: dict[str, Compartment],
     at: datetime,
+    later: CatchUp | None = None,
 ) -> None:
-    """Take in a birth: identity, reported versions, every compartment, then catch up."""
+    """Take in a birth: identity, reported versions, every compartment, then catch up (now,
+    or at the end of the batch when ``later`` collects the work)."""
     if (birth.boot_id, birth.seq) < (locker.boot_id, locker.birth_seq):
         return  # an older birth, delivered late
     locker.firmware, locker.model = birth.firmware, birth.model
@@ -158,7 +204,7 @@ async def apply_birth(
         locker.status = "active"
     if (birth.boot_id, birth.connection) >= (locker.presence_boot_id, locker.presence_connection):
         locker.presence_boot_id, locker.presence_connection = birth.boot_id, birth.connection
-        await came_online(session, ctx, locker, at)
+        await came_online(session, ctx, locker, at, later)
     _reconcile_compartments(session, locker, birth, compartments, at)
     if locker.rebirth_requested_at is not None:
         # The rebirth replaced whatever state the lost messages carried: stop waiting for them.
@@ -168,13 +214,11 @@ async def apply_birth(
         )
         locker.rebirth_requested_at = None
         locker.gap_since = None
-    await codes.full_sync(
-        session,
-        ctx,
-        locker,
-        reported_version=birth.code_cache_version,
-        staging=birth.code_staging,
-    )
+    wanted = codes.SyncWanted(locker, birth.code_cache_version, birth.code_staging)
+    if later is not None:
+        later.syncs[locker.id] = wanted
+    else:
+        await codes.full_syncs(session, ctx, [wanted])
 
 
 def _reconcile_compartments(
