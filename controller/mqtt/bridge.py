@@ -48,6 +48,9 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 """Failures that mean the database is unreachable, not that a message is bad."""
 
+CLAIM_LIMIT = 200
+"""Commands leased, signed and published in one round of the dispatcher."""
+
 
 @dataclass
 class BridgeStats:
@@ -270,16 +273,20 @@ class MqttBridge:
 
     async def _dispatch(self, client: aiomqtt.Client) -> None:
         interval = self.ctx.settings.background_interval_s
+        full = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
+            if not full:  # a full claim means more are due: claim again at once
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
             self._wake.clear()
             try:
-                due = await self.dispatcher.claim_due()
+                due = await self.dispatcher.claim_due(CLAIM_LIMIT)
             except Exception:
                 log.exception("claiming due commands failed")
+                full = False
                 continue
+            full = len(due) == CLAIM_LIMIT
             if due:
                 await self._publish_commands(client, due)
 
