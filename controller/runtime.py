@@ -22,6 +22,7 @@ from controller.mqtt.bridge import MqttBridge
 from controller.services.admin import AdminService
 from controller.services.agents import AgentService
 from controller.services.command_views import CommandQueries
+from controller.services.config_shadow import ConfigShadow
 from controller.services.context import Context
 from controller.services.deposits import DepositService
 from controller.services.health import HealthService
@@ -57,6 +58,7 @@ class Services:
     health: HealthService
     defence: OpenDefence
     provisioning: ProvisioningService
+    config: ConfigShadow
 
 
 @dataclass
@@ -146,6 +148,7 @@ def build_runtime(
         health=HealthService(ctx),
         defence=OpenDefence(ctx),
         provisioning=ProvisioningService(ctx),
+        config=ConfigShadow(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

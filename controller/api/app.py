@@ -19,6 +19,7 @@ from controller.api.routers import (
     agents,
     alarms,
     commands,
+    configs,
     health,
     lockers,
     metrics,
@@ -75,6 +76,6 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning):
+    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning, configs):
         app.include_router(module.router, prefix="/api/v1")
     return app

@@ -23,7 +23,7 @@ from controller.clock import from_ms
 from controller.db.models import Compartment, Locker, Parcel
 from controller.domain.deadlines import outage_credit
 from controller.domain.states import ParcelState
-from controller.services import codes, commands
+from controller.services import codes, commands, config_shadow
 from controller.services.context import Context
 from protocol.fields import to_wire
 from protocol.messages import (
@@ -175,6 +175,7 @@ async def apply_birth(
         reported_version=birth.code_cache_version,
         staging=birth.code_staging,
     )
+    await config_shadow.catch_up(session, ctx, locker)
 
 
 def _reconcile_compartments(
