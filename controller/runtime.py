@@ -27,6 +27,7 @@ from controller.services.context import Context
 from controller.services.deposits import DepositService
 from controller.services.health import HealthService
 from controller.services.housekeeping import Housekeeping
+from controller.services.inventory import Inventory
 from controller.services.lockers import LockerService
 from controller.services.notifications import (
     FileSender,
@@ -59,6 +60,7 @@ class Services:
     defence: OpenDefence
     provisioning: ProvisioningService
     config: ConfigShadow
+    inventory: Inventory
 
 
 @dataclass
@@ -149,6 +151,7 @@ def build_runtime(
         defence=OpenDefence(ctx),
         provisioning=ProvisioningService(ctx),
         config=ConfigShadow(ctx),
+        inventory=Inventory(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

@@ -20,6 +20,7 @@ from controller.api.routers import (
     alarms,
     commands,
     configs,
+    fleet,
     health,
     lockers,
     metrics,
@@ -76,6 +77,6 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning, configs):
+    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning, configs, fleet):
         app.include_router(module.router, prefix="/api/v1")
     return app
