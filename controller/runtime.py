@@ -37,6 +37,7 @@ from controller.services.notifications import (
 )
 from controller.services.open_guard import OpenDefence
 from controller.services.provisioning import ProvisioningService
+from controller.services.rotation import CredentialRotation
 from controller.settings import Settings
 from protocol.topics import TopicLayout
 from protocol.urls import parse_broker_url
@@ -61,6 +62,7 @@ class Services:
     provisioning: ProvisioningService
     config: ConfigShadow
     inventory: Inventory
+    rotation: CredentialRotation
 
 
 @dataclass
@@ -152,6 +154,7 @@ def build_runtime(
         provisioning=ProvisioningService(ctx),
         config=ConfigShadow(ctx),
         inventory=Inventory(ctx),
+        rotation=CredentialRotation(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

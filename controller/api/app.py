@@ -20,6 +20,7 @@ from controller.api.routers import (
     alarms,
     commands,
     configs,
+    credentials,
     fleet,
     health,
     lockers,
@@ -77,6 +78,8 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning, configs, fleet):
+    for module in (parcels, lockers, agents, admin, commands, alarms, provisioning):
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (configs, fleet, credentials):
         app.include_router(module.router, prefix="/api/v1")
     return app
