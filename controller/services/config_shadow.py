@@ -167,12 +167,12 @@ class ConfigShadow:
     ) -> ConfigView:
         """Change some settings of the desired configuration (admins, technicians).
 
-        A change that leaves every setting as it is creates no version. Raises
+        A change that leaves every setting as it is creates no version (but re-sends the
+        desired one to a locker still behind with no ``set_config`` under way). Raises
         :class:`~controller.domain.config.InvalidConfig` (nothing stored, nothing sent),
         :class:`NotFound`, :class:`Conflict` (decommissioned).
         """
         require(actor, Role.ADMIN, Role.TECHNICIAN)
-        now = self.ctx.clock.now()
         async with self.ctx.db.sessions.begin() as session:
             locker = await session.get(Locker, locker_id, with_for_update=True)
             if locker is None:
@@ -183,28 +183,41 @@ class ConfigShadow:
             base = current if current is not None else dict(rules.FACTORY)
             merged = rules.merge(base, changes)
             if merged == base and locker.config_version > 0:
-                return await _view(session, locker)
-            version = rules.next_version(locker.config_version, locker.config_reported)
-            session.add(
-                LockerConfig(
-                    locker_id=locker_id, version=version, settings=merged, created_at=now,
-                    created_by_user_id=actor.user_id or None, note=note,
-                )
-            )  # fmt: skip
-            locker.config_version = version
-            for row in await _open_set_configs(session, locker_id):
-                _withdraw(row, now)
-            await session.flush()
-            command_id = await _send(session, self.ctx, locker, actor.user_id)
-            audit.record(
-                session, at=now, locker_id=locker_id, action="config_desired", actor=actor,
-                command_id=command_id, version=version,
-                changes={k: merged[k] for k in _changed(base, merged)}, note=note,
-            )  # fmt: skip
+                # Nothing new; but a locker still behind with no set_config under way (it
+                # expired unanswered) gets one again: asking twice is how staff re-send.
+                queued = await catch_up(session, self.ctx, locker)
+            else:
+                await self._new_version(session, actor, locker, base, merged, note)
+                queued = True
             await session.flush()
             view = await _view(session, locker)
-        self.ctx.wake_dispatcher()
+        if queued:
+            self.ctx.wake_dispatcher()
         return view
+
+    async def _new_version(
+        self, session: AsyncSession, actor: Actor, locker: Locker, base: dict[str, int],
+        merged: dict[str, int], note: str | None,
+    ) -> None:  # fmt: skip
+        """Store ``merged`` as the next version, withdraw older commands, queue the new one."""
+        now = self.ctx.clock.now()
+        version = rules.next_version(locker.config_version, locker.config_reported)
+        session.add(
+            LockerConfig(
+                locker_id=locker.id, version=version, settings=merged, created_at=now,
+                created_by_user_id=actor.user_id or None, note=note,
+            )
+        )  # fmt: skip
+        locker.config_version = version
+        for row in await _open_set_configs(session, locker.id):
+            _withdraw(row, now)
+        await session.flush()
+        command_id = await _send(session, self.ctx, locker, actor.user_id)
+        audit.record(
+            session, at=now, locker_id=locker.id, action="config_desired", actor=actor,
+            command_id=command_id, version=version,
+            changes={k: merged[k] for k in _changed(base, merged)}, note=note,
+        )  # fmt: skip
 
     async def out_of_sync(self, actor: Actor, site_id: int | None = None) -> list[ConfigView]:
         """Lockers (in a site's subtree) whose reported configuration is not the desired one:

@@ -120,6 +120,24 @@ async def test_a_partial_change_bumps_the_version_and_withdraws_the_older_comman
     assert sorted(history) == [1, 2]
 
 
+async def test_asking_again_resends_to_a_locker_whose_command_expired_unanswered(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker
+) -> None:
+    admin = await actor(runtime, seeded, "admin")
+    await runtime.services.config.set_desired(admin, locker.locker_id, {"heartbeat_s": 90})
+    runtime.ctx.clock.advance(hours=1)  # type: ignore[attr-defined]
+    await runtime.bridge.dispatcher.claim_due()  # type: ignore[union-attr]  # expires it
+    again = await runtime.services.config.set_desired(admin, locker.locker_id, {"heartbeat_s": 90})
+    # Afterwards: the same version (nothing new was desired), sent once more.
+    assert (again.desired_version, again.sync) == (1, SyncState.PENDING)
+    sent = await set_config_commands(runtime, locker.locker_id)
+    assert [(c.state, c.args["config_version"]) for c in sent] == [
+        ("expired", 1), ("pending", 1),
+    ]  # fmt: skip
+    await runtime.services.config.set_desired(admin, locker.locker_id, {"heartbeat_s": 90})
+    assert len(await set_config_commands(runtime, locker.locker_id)) == 2, "one under way"
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
