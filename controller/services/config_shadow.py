@@ -115,8 +115,8 @@ async def _open_set_configs(session: AsyncSession, locker_id: str) -> list[Comma
 async def _send(session: AsyncSession, ctx: Context, locker: Locker, user_id: int | None) -> str:
     """Queue the desired configuration for the locker; return the command id."""
     row = await session.get(LockerConfig, (locker.id, locker.config_version))
-    if row is None:  # the pointer and the history are written together; never expected
-        raise NotFound(f"locker {locker.id} has no stored configuration {locker.config_version}")
+    if row is None:  # the pointer and the history are written together: a bug if reached
+        raise RuntimeError(f"locker {locker.id} lacks configuration {locker.config_version}")
     command = await commands.enqueue(
         session, ctx, locker_id=locker.id, args=rules.command(row.version, row.settings),
         ttl=CONFIG_TTL, purpose="config", user_id=user_id,
@@ -143,10 +143,13 @@ async def catch_up(session: AsyncSession, ctx: Context, locker: Locker) -> bool:
 
 
 def note_applied(locker: Locker, boot_id: int, version: int) -> None:
-    """Take a ``config_applied`` event: the version in force, unless a newer boot said
-    otherwise already (a late event from an earlier boot must not undo a birth's news)."""
-    if boot_id >= locker.boot_id:
+    """Take a ``config_applied`` event. Within one boot the version in force only grows (the
+    firmware never rolls back), so a late event cannot lower it; an event from an earlier boot
+    than the newest birth is old news and changes nothing."""
+    if boot_id > locker.boot_id:
         locker.config_reported = version
+    elif boot_id == locker.boot_id:
+        locker.config_reported = max(locker.config_reported or 0, version)
 
 
 class ConfigShadow:

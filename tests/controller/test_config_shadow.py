@@ -21,6 +21,7 @@ from controller.db.migrate import alembic_config, upgrade
 from controller.db.models import AuditEntry, Command, Locker, LockerConfig
 from controller.domain.config import FACTORY, FIELDS, InvalidConfig, SyncState
 from controller.runtime import Runtime
+from controller.services.config_shadow import note_applied
 from controller.services.context import Actor
 from controller.testing.seed import Seeded
 from protocol.auth import ReplayWindow, check_command
@@ -281,3 +282,14 @@ async def test_existing_lockers_keep_their_code_key_through_the_migration(
         await upgrade(db)  # and up again
     finally:
         await db.dispose()
+
+
+def test_a_late_config_applied_never_lowers_the_reported_version() -> None:
+    locker = Locker(id="X1", boot_id=2, config_reported=5)
+    note_applied(locker, boot_id=2, version=4)  # late, same boot: the firmware never rolls back
+    note_applied(locker, boot_id=1, version=9)  # from a boot before the newest birth: old news
+    assert locker.config_reported == 5
+    note_applied(locker, boot_id=2, version=6)
+    assert locker.config_reported == 6
+    note_applied(locker, boot_id=3, version=1)  # a newer boot (its birth not yet processed)
+    assert locker.config_reported == 1
