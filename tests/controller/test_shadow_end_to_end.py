@@ -61,8 +61,17 @@ async def system(
     runtime = build_runtime(controller_settings(migrated_url, topic_root, mqtt_broker), sender=sms)
     seeded = await seed_county(runtime, lockers=1, prefix=f"C{uuid.uuid4().hex[:6]}")
     async with serve_http(runtime, start=True) as base, httpx.AsyncClient(base_url=base) as api:
+        await bridge_subscribed(runtime)
         yield System(runtime, api, seeded, sms)
     await runtime.stop()
+
+
+async def bridge_subscribed(runtime: Runtime) -> None:
+    """Wait for the controller's subscriptions, so the lockers' first births reach it (a
+    birth it missed would come again only after the firmware's 30 s retransmission)."""
+    bridge = runtime.bridge
+    assert bridge is not None
+    await eventually(lambda: bridge.stats.connected, what="the controller subscribed")
 
 
 async def config_of(system: System, locker_id: str) -> dict[str, Any]:
@@ -171,6 +180,15 @@ def reprovision(fleet: MqttFleet, credentials: Credentials) -> None:
     fleet.run(swap)
 
 
+def accepted(port: int, user: str, password: str) -> bool:
+    """Whether the broker accepts ``user`` with ``password`` (the client is closed again)."""
+    client = Client(port, user, password)
+    if not client.connect():
+        return False
+    client.close()
+    return True
+
+
 def _code(sms: RecordingSender, phone: str) -> str | None:
     try:
         return sms.code_for(phone)
@@ -201,6 +219,7 @@ async def test_rotation_shuts_the_old_identity_out_and_keeps_pickup_codes_workin
     try:
         async with serve_http(runtime, start=True) as base, httpx.AsyncClient(base_url=base) as api:
             system = System(runtime, api, seeded, sms)
+            await bridge_subscribed(runtime)
             with MqttFleet(specs, lockers_broker, options) as fleet:
                 await system.wait_online(locker_id)
                 started = await system.deposit(locker_id, "SF3100000001", "13500000011")
@@ -220,7 +239,7 @@ async def test_rotation_shuts_the_old_identity_out_and_keeps_pickup_codes_workin
                 await generate(runtime, out, port)
                 broker.reload()
                 await eventually(
-                    lambda: not Client(port, locker_id, old.mqtt_password).connect(),
+                    lambda: not accepted(port, locker_id, old.mqtt_password),
                     within=10, what="the old broker password refused after the reload",
                 )  # fmt: skip
 
@@ -238,9 +257,7 @@ async def test_rotation_shuts_the_old_identity_out_and_keeps_pickup_codes_workin
                 assert new.code_key_hex == old.code_key_hex
                 assert new.mqtt_password != old.mqtt_password
                 assert new.command_key_hex != old.command_key_hex
-                probe = Client(port, locker_id, new.mqtt_password)
-                assert probe.connect(), "the new broker password is accepted"
-                probe.close()
+                assert accepted(port, locker_id, new.mqtt_password), "the new password works"
 
                 reprovision(fleet, new)
 
