@@ -5,6 +5,7 @@ migration that keeps every existing locker's code key."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -20,7 +21,7 @@ from controller.db.engine import open_database
 from controller.db.migrate import alembic_config, upgrade
 from controller.db.models import AuditEntry, Command, Locker, LockerConfig
 from controller.domain.config import FACTORY, FIELDS, InvalidConfig, SyncState
-from controller.runtime import Runtime
+from controller.runtime import Runtime, build_runtime
 from controller.services.config_shadow import note_applied
 from controller.services.context import Actor
 from controller.testing.seed import Seeded
@@ -33,7 +34,8 @@ from protocol.messages import (
     ResultStatus,
     SetConfig,
 )
-from tests.controller.support import LAYOUT, ScriptedLocker, actor
+from tests.controller.conftest import controller_settings
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
 
 
 @pytest.fixture
@@ -293,3 +295,31 @@ def test_a_late_config_applied_never_lowers_the_reported_version() -> None:
     assert locker.config_reported == 6
     note_applied(locker, boot_id=3, version=1)  # a newer boot (its birth not yet processed)
     assert locker.config_reported == 1
+
+
+async def test_two_replicas_changing_one_locker_at_once_make_two_versions_and_one_command(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, migrated_url: str, topic_root: str
+) -> None:
+    """Two controller instances (own engines, one database) take a change each at the same
+    moment: the locker row lock orders them, so the versions are 1 and 2, never 1 twice, and
+    only the newer set_config is left under way."""
+    second = build_runtime(
+        controller_settings(migrated_url, topic_root), clock=runtime.ctx.clock,
+        sender=RecordingSender(),
+    )  # fmt: skip
+    try:
+        admins = [await actor(rt, seeded, "admin") for rt in (runtime, second)]
+        views = await asyncio.gather(
+            runtime.services.config.set_desired(admins[0], locker.locker_id, {"heartbeat_s": 40}),
+            second.services.config.set_desired(admins[1], locker.locker_id, {"lock_release_s": 5}),
+        )
+    finally:
+        await second.stop()
+    assert sorted(v.desired_version for v in views) == [1, 2]
+    newest = max(views, key=lambda v: v.desired_version)
+    # Afterwards: the newest version holds both changes, and only its command is under way.
+    assert (newest.desired["heartbeat_s"], newest.desired["lock_release_s"]) == (40, 5)
+    sent = await set_config_commands(runtime, locker.locker_id)
+    assert sorted((c.args["config_version"], c.state) for c in sent) == [
+        (1, "cancelled"), (2, "pending"),
+    ]  # fmt: skip
