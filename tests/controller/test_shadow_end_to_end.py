@@ -8,6 +8,7 @@ bridge, database), simulated locker firmware, and a real Mosquitto.
   the old broker password is refused and the new one accepted; the locker re-provisions with
   the token; a pickup code issued before the rotation still opens its door at the keypad; a
   command signed with the old command key is refused by the locker and opens nothing.
+* A revocation: the locker's password is refused after the reload until it is re-provisioned.
 """
 
 from __future__ import annotations
