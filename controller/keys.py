@@ -3,9 +3,11 @@
 ``LOCKERFLEET_SECRET_KEY`` never leaves the controller's configuration; the database holds no
 key at all, only *generation numbers*. A locker's command key is
 ``HMAC-SHA256(master, "command-key\\n" + locker_id + "\\n" + generation)``: rotating it means
-incrementing the generation and provisioning the locker again. The code key (pickup-code
-hashes) and the hashes of API tokens and provisioning tokens are derived the same way with
-their own labels, so a stolen database dump opens no door and yields no token.
+incrementing the generation and provisioning the locker again (the broker password shares
+that generation). The code key (pickup-code hashes) is derived the same way from a generation
+of its own, so rotating the credentials leaves the codes in a locker's offline cache valid.
+The hashes of API tokens and provisioning tokens are derived with their own labels, so a
+stolen database dump opens no door and yields no token.
 """
 
 from __future__ import annotations

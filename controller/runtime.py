@@ -23,10 +23,12 @@ from controller.mqtt.bridge import MqttBridge
 from controller.services.admin import AdminService
 from controller.services.agents import AgentService
 from controller.services.command_views import CommandQueries
+from controller.services.config_shadow import ConfigShadow
 from controller.services.context import Context
 from controller.services.deposits import DepositService
 from controller.services.health import HealthService
 from controller.services.housekeeping import Housekeeping
+from controller.services.inventory import Inventory
 from controller.services.lockers import LockerService
 from controller.services.notifications import (
     FileSender,
@@ -36,6 +38,7 @@ from controller.services.notifications import (
 )
 from controller.services.open_guard import OpenDefence
 from controller.services.provisioning import ProvisioningService
+from controller.services.rotation import CredentialRotation
 from controller.settings import Settings
 from protocol.topics import TopicLayout
 from protocol.urls import parse_broker_url
@@ -58,6 +61,9 @@ class Services:
     health: HealthService
     defence: OpenDefence
     provisioning: ProvisioningService
+    config: ConfigShadow
+    inventory: Inventory
+    rotation: CredentialRotation
 
 
 @dataclass
@@ -156,6 +162,9 @@ def build_runtime(
         health=HealthService(ctx),
         defence=OpenDefence(ctx),
         provisioning=ProvisioningService(ctx),
+        config=ConfigShadow(ctx),
+        inventory=Inventory(ctx),
+        rotation=CredentialRotation(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
     return Runtime(settings, ctx, services, bridge, notifier)

@@ -19,6 +19,9 @@ from controller.api.routers import (
     agents,
     alarms,
     commands,
+    configs,
+    credentials,
+    fleet,
     health,
     lockers,
     metrics,
@@ -76,5 +79,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     for module in (parcels, lockers, agents, admin, commands, alarms, provisioning):
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (configs, fleet, credentials):
         app.include_router(module.router, prefix="/api/v1")
     return app

@@ -176,6 +176,9 @@ class Locker(Base):
     address: Mapped[str | None] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16))
     key_generation: Mapped[int] = mapped_column(Integer, default=1)
+    """Generation of the broker password and command key (bumped by a rotation)."""
+    code_key_generation: Mapped[int] = mapped_column(Integer, default=1)
+    """Generation of the code key, apart: rotating credentials keeps cached pickup codes valid."""
     firmware: Mapped[str | None] = mapped_column(String(40))
     model: Mapped[str | None] = mapped_column(String(64))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -199,7 +202,9 @@ class Locker(Base):
     code_cache_version: Mapped[int] = mapped_column(BigInteger, default=0)
     code_cache_reported: Mapped[int | None] = mapped_column(BigInteger)
     config_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The desired configuration's version (0: none set, the locker keeps its own)."""
     config_reported: Mapped[int | None] = mapped_column(BigInteger)
+    """The configuration version the locker last said it has in force."""
     created_at: Mapped[datetime]
     decommissioned_at: Mapped[datetime | None]
 
@@ -222,6 +227,21 @@ class Compartment(Base):
     state_boot_id: Mapped[int] = mapped_column(BigInteger, default=0)
     state_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime]
+
+
+class LockerConfig(Base):
+    """One version of a locker's desired configuration (the shadow's history; never changed).
+
+    ``settings`` holds every field of the protocol's ``set_config`` but the version.
+    """
+
+    __tablename__ = "locker_configs"
+    locker_id: Mapped[str] = mapped_column(ForeignKey("lockers.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    created_by_user_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(String(200))
 
 
 class CarrierQuota(Base):

@@ -59,7 +59,7 @@ async def issue(
     expires_at: datetime,
 ) -> str:
     """Create an active code for ``parcel``, queue the delta sync, and return the code."""
-    code_key = ctx.keys.code_key(locker.id, locker.key_generation)
+    code_key = ctx.keys.code_key(locker.id, locker.code_key_generation)
     for _ in range(MAX_DRAWS):
         code = new_code()
         row = PickupCode(
@@ -225,7 +225,7 @@ async def check_api_code(
     the caller fails, and it lives in the database, so it holds across replicas.
     """
     now = ctx.clock.now()
-    hashed = code_hash(ctx.keys.code_key(locker.id, locker.key_generation), locker.id, code)
+    hashed = code_hash(ctx.keys.code_key(locker.id, locker.code_key_generation), locker.id, code)
     async with ctx.db.sessions.begin() as session:
         attempt = await session.get(CodeAttempt, ("api", client_key))
         if attempt is not None and attempt.locked_until is not None and attempt.locked_until > now:

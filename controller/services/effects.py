@@ -26,7 +26,7 @@ from controller.db.models import Command as CommandRow
 from controller.db.models import Compartment, Locker, Parcel, PickupCode
 from controller.domain.alarms import AlarmType
 from controller.domain.states import ParcelEvent, ParcelState
-from controller.services import alarms, audit, codes, commands, parcel_flow
+from controller.services import alarms, audit, codes, commands, config_shadow, parcel_flow
 from controller.services.context import Context
 from controller.services.locker_state import CatchUp, locker_time, set_physical
 from protocol.fields import from_wire
@@ -115,7 +115,7 @@ class Effects:
                 locker.stream_skipped += data.count
             self.state.rebirth.add(locker.id)
         elif isinstance(data, ConfigApplied):
-            locker.config_reported = data.config_version
+            config_shadow.note_applied(locker, event.boot_id, data.config_version)
         elif isinstance(data, DoorForced):
             audit.record(
                 self.session, at=locker_time(event.ts), locker_id=locker.id,

@@ -24,7 +24,7 @@ from controller.clock import from_ms
 from controller.db.models import Compartment, Locker, Parcel
 from controller.domain.deadlines import outage_credit
 from controller.domain.states import ParcelState
-from controller.services import codes, commands
+from controller.services import codes, commands, config_shadow
 from controller.services.context import Context
 from protocol.fields import to_wire
 from protocol.messages import (
@@ -219,6 +219,7 @@ async def apply_birth(
         later.syncs[locker.id] = wanted
     else:
         await codes.full_syncs(session, ctx, [wanted])
+    await config_shadow.catch_up(session, ctx, locker)
 
 
 def _reconcile_compartments(

@@ -43,13 +43,15 @@ def require(actor: Actor, *roles: Role) -> None:
 
 
 def credentials(ctx: Context, locker: Locker) -> Credentials:
+    """The locker's credentials: broker password and command key of its ``key_generation``,
+    code key of its ``code_key_generation`` (kept apart, so a rotation keeps codes valid)."""
     generation = locker.key_generation
     return Credentials(
         locker_id=locker.id,
         mqtt_username=locker.id,
         mqtt_password=ctx.keys.mqtt_password(locker.id, generation),
         command_key_hex=ctx.keys.command_key(locker.id, generation).hex(),
-        code_key_hex=ctx.keys.code_key(locker.id, generation).hex(),
+        code_key_hex=ctx.keys.code_key(locker.id, locker.code_key_generation).hex(),
         topic_root=ctx.topics.root,
     )
 
@@ -82,7 +84,7 @@ class LockerService:
                 raise NotFound(f"no site {site_id}")
             locker = Locker(
                 id=locker_id, site_id=site_id, name=name, address=address, status="registered",
-                key_generation=1, created_at=now,
+                key_generation=1, code_key_generation=1, created_at=now,
             )  # fmt: skip
             try:
                 async with session.begin_nested():

@@ -102,6 +102,11 @@ async def system(
     runtime = build_runtime(controller_settings(migrated_url, topic_root, mqtt_broker), sender=sms)
     seeded = await seed_county(runtime, lockers=2, prefix=f"E{uuid.uuid4().hex[:6]}")
     async with serve_http(runtime, start=True) as base, httpx.AsyncClient(base_url=base) as api:
+        # Lockers connecting before the controller subscribed would have their first birth
+        # missed, and resent only after the firmware's 30 s retransmission.
+        bridge = runtime.bridge
+        assert bridge is not None
+        await eventually(lambda: bridge.stats.connected, what="the controller subscribed")
         yield System(runtime, api, seeded, sms)
     await runtime.stop()
 
