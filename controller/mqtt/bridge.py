@@ -65,6 +65,8 @@ class BridgeStats:
     acks_published: int = 0
     commands_published: int = 0
     batches: int = 0
+    deferred: int = 0
+    """Messages put back for the next batch: another replica held their locker's row."""
     last_batch_seconds: float = 0.0
     batch_seconds: float = 0.0
     """Time spent storing batches, in all."""
@@ -177,11 +179,15 @@ class MqttBridge:
         pending = AckBook()
         pending_since = 0.0
         coalesce_s = self.ctx.settings.ack_coalesce_ms / 1000
+        deferred: list[Inbound] = []
+        wait_for: set[str] = set()
         try:
             while True:
-                batch = await self._next_batch(queue)
+                batch = deferred + await self._next_batch(queue, len(deferred))
                 started = time.monotonic()
-                report = await self._handle(batch)
+                report = await self._handle(batch, wait_for)
+                deferred, wait_for = report.deferred, report.deferred_lockers
+                self.stats.deferred += len(deferred)
                 self.stats.last_batch_seconds = time.monotonic() - started
                 self.stats.batch_seconds += self.stats.last_batch_seconds
                 if not pending:
@@ -190,7 +196,7 @@ class MqttBridge:
                 self.wake()
                 if self._on_batch is not None:
                     await self._on_batch(report)
-                if queue.qsize() and time.monotonic() - pending_since < coalesce_s:
+                if (queue.qsize() or deferred) and time.monotonic() - pending_since < coalesce_s:
                     continue
                 if acking is not None:
                     await acking
@@ -200,9 +206,16 @@ class MqttBridge:
             if acking is not None:
                 acking.cancel()
 
-    async def _next_batch(self, queue: asyncio.Queue[Inbound]) -> list[Inbound]:
-        """Up to ``ingest_batch_size`` messages: the first, and what comes within the wait."""
+    async def _next_batch(self, queue: asyncio.Queue[Inbound], have: int = 0) -> list[Inbound]:
+        """Up to ``ingest_batch_size`` messages (less ``have`` already in hand): the first,
+        and what comes within the wait. With messages in hand, only what is queued now."""
         settings = self.ctx.settings
+        if have:
+            batch: list[Inbound] = []
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while have + len(batch) < settings.ingest_batch_size:
+                    batch.append(queue.get_nowait())
+            return batch
         batch = [await queue.get()]
         deadline = time.monotonic() + settings.ingest_batch_wait_ms / 1000
         while len(batch) < settings.ingest_batch_size:
@@ -228,7 +241,7 @@ class MqttBridge:
         self.stats.acks_published += len(acks)
         self.stats.ack_seconds += time.monotonic() - started
 
-    async def _handle(self, batch: list[Inbound]) -> BatchReport:
+    async def _handle(self, batch: list[Inbound], wait_for: set[str] | None = None) -> BatchReport:
         """Store one batch.
 
         While the database is unreachable the batch is retried with backoff (nothing is
@@ -239,7 +252,7 @@ class MqttBridge:
         delay = 0.5
         while True:
             try:
-                report = await self.ingest.handle(batch, sign_acks=False)
+                report = await self.ingest.handle(batch, sign_acks=False, wait_for=wait_for)
                 break
             except DATABASE_DOWN as exc:
                 log.warning(

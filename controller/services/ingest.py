@@ -131,6 +131,9 @@ class BatchReport:
     stored: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    deferred: list[Inbound] = field(default_factory=list)
+    """Messages of lockers another replica was busy with (see ``Ingest.handle``)."""
+    deferred_lockers: set[str] = field(default_factory=set)
     to_ack: AckBook = field(default_factory=AckBook)
     """Everything the batch covered, new and duplicate alike, committed."""
     acks: list[Outbound] = field(default_factory=list)
@@ -141,6 +144,8 @@ class BatchReport:
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.to_ack.merge(other.to_ack)
+        self.deferred += other.deferred
+        self.deferred_lockers |= other.deferred_lockers
         self.acks += other.acks
 
 
@@ -260,11 +265,20 @@ class Ingest:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def handle(self, batch: list[Inbound], *, sign_acks: bool = True) -> BatchReport:
+    async def handle(
+        self, batch: list[Inbound], *, sign_acks: bool = True, wait_for: set[str] | None = None
+    ) -> BatchReport:
         """Store and apply one batch; return what to acknowledge and what was rejected.
 
         With ``sign_acks`` false the report carries what to acknowledge (``to_ack``) but no
         signed acks yet: the caller signs them, perhaps merged with later batches'.
+
+        By default the batch waits for every locker row it needs. Given ``wait_for`` (the
+        bridge), it waits only for those lockers and skips the rows another replica holds
+        locked (PostgreSQL's ``SKIP LOCKED``): their messages come back untouched in
+        ``deferred`` for the caller to hand in again, with their lockers in ``wait_for``. Two
+        replicas sharing a subscription then store disjoint lockers side by side instead of
+        queueing on each other's row locks, and a deferred message is deferred only once.
         """
         parsed = _parse(self.ctx, batch)
         report = BatchReport(rejected=list(parsed.rejected))
@@ -274,8 +288,21 @@ class Ingest:
         if not locker_ids:
             return report
         async with self.ctx.db.sessions.begin() as session:
-            lockers = await self._lock_lockers(session, locker_ids)
-            unknown = set(locker_ids) - set(lockers)
+            if wait_for is None:
+                lockers = await self._lock_lockers(session, locker_ids)
+                busy: set[str] = set()
+            else:
+                lockers = await self._lock_lockers(
+                    session, [i for i in locker_ids if i in wait_for]
+                )
+                lockers |= await self._lock_lockers(
+                    session, [i for i in locker_ids if i not in wait_for], skip_locked=True
+                )
+                busy = await self._registered(session, set(locker_ids) - set(lockers))
+            if busy:
+                report.deferred = [i for i in batch if self._locker_of(i) in busy]
+                report.deferred_lockers = busy
+            unknown = set(locker_ids) - set(lockers) - busy
             for locker_id in unknown:
                 report.rejected.append(
                     Rejection(
@@ -325,14 +352,33 @@ class Ingest:
             report.acks = report.to_ack.sign(self.ctx)
         return report
 
-    async def _lock_lockers(self, session: AsyncSession, ids: list[str]) -> dict[str, Locker]:
+    async def _lock_lockers(
+        self, session: AsyncSession, ids: list[str], *, skip_locked: bool = False
+    ) -> dict[str, Locker]:
+        if not ids:
+            return {}
         rows = await session.scalars(
             select(Locker)
             .where(Locker.id.in_(ids), Locker.status != "decommissioned")
             .order_by(Locker.id)
-            .with_for_update()
+            .with_for_update(skip_locked=skip_locked)
         )
         return {row.id: row for row in rows}
+
+    async def _registered(self, session: AsyncSession, ids: set[str]) -> set[str]:
+        """Which of ``ids`` are registered lockers (not decommissioned), without locking."""
+        if not ids:
+            return set()
+        rows = await session.scalars(
+            select(Locker.id).where(Locker.id.in_(ids), Locker.status != "decommissioned")
+        )
+        return set(rows)
+
+    def _locker_of(self, item: Inbound) -> str | None:
+        try:
+            return self.ctx.topics.parse(item.topic)[0]
+        except RemoteProtocolError:
+            return None
 
     async def _insert(
         self, session: AsyncSession, items: list[_Sequenced]
