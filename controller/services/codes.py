@@ -33,15 +33,21 @@ DELTA_CHUNK = 40
 """Code entries per delta sync: 40 entries of ~150 bytes stay far below 16 KiB."""
 
 
-async def _bump_cache_version(session: AsyncSession, locker_id: str) -> int:
-    return (
+async def _bump_cache_version(session: AsyncSession, locker_id: str) -> tuple[int, int]:
+    """Move the locker's code cache on a version and take a command counter for the sync
+    that carries the change: one statement for both. Returns (version, counter)."""
+    version, counter = (
         await session.execute(
             update(Locker)
             .where(Locker.id == locker_id)
-            .values(code_cache_version=Locker.code_cache_version + 1)
-            .returning(Locker.code_cache_version)
+            .values(
+                code_cache_version=Locker.code_cache_version + 1,
+                command_counter=Locker.command_counter + 1,
+            )
+            .returning(Locker.code_cache_version, Locker.command_counter)
         )
-    ).scalar_one()
+    ).one()
+    return version, counter
 
 
 def _entry(code: PickupCode, parcel_ref: str, compartment: str) -> CodeEntry:
@@ -76,11 +82,12 @@ async def issue(
                 session.add(row)
         except IntegrityError:
             continue  # the same code is active on this locker already: draw again
-        version = await _bump_cache_version(session, locker.id)
+        version, counter = await _bump_cache_version(session, locker.id)
         sync = delta_sync(version - 1, version, [_entry(row, parcel.ref, compartment_label)], [])
         await commands.enqueue(
-            session, ctx, locker_id=locker.id, args=sync, ttl=_sync_ttl(ctx), parcel_id=parcel.id
-        )
+            session, ctx, locker_id=locker.id, args=sync, ttl=_sync_ttl(ctx),
+            parcel_id=parcel.id, counter=counter,
+        )  # fmt: skip
         return code
     raise RuntimeError(f"could not draw a free code for locker {locker.id}")
 
@@ -104,9 +111,11 @@ async def retire(
         row.active = False
         row.used_at = row.used_at or at
     await session.flush()
-    version = await _bump_cache_version(session, locker_id)
+    version, counter = await _bump_cache_version(session, locker_id)
     sync = delta_sync(version - 1, version, [], [r.code_hash for r in rows])
-    await commands.enqueue(session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx))
+    await commands.enqueue(
+        session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx), counter=counter
+    )
 
 
 async def extend(
@@ -128,9 +137,11 @@ async def extend(
         entries.append(_entry(row, parcel.ref, label))
     # One delta per chunk keeps every command well inside the 16 KiB message limit.
     for start in range(0, len(entries), DELTA_CHUNK):
-        version = await _bump_cache_version(session, locker_id)
+        version, counter = await _bump_cache_version(session, locker_id)
         sync = delta_sync(version - 1, version, entries[start : start + DELTA_CHUNK], [])
-        await commands.enqueue(session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx))
+        await commands.enqueue(
+            session, ctx, locker_id=locker_id, args=sync, ttl=_sync_ttl(ctx), counter=counter
+        )
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,17 @@ async def enqueue(
     parcel_id: int | None = None,
     user_id: int | None = None,
     locker: Locker | None = None,
+    counter: int | None = None,
 ) -> CommandRow:
     """Store a new command for ``locker_id`` in the session's transaction and return it.
 
     Pass ``locker`` when its row is already locked in this session (``FOR UPDATE``): the
-    counter is then taken from it without a round trip to the database.
+    counter is then taken from it without a round trip to the database. Pass ``counter``
+    when the caller took one already (in the same ``UPDATE`` as something else).
     """
-    if locker is not None:
+    if counter is not None:
+        pass
+    elif locker is not None:
         locker.command_counter += 1
         counter = locker.command_counter
     else:
