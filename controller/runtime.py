@@ -19,6 +19,7 @@ from controller.db.engine import open_database
 from controller.db.session import Database
 from controller.keys import KeyRing
 from controller.mqtt.bridge import MqttBridge
+from controller.mqtt.provisioning import ProvisioningDesk
 from controller.services.admin import AdminService
 from controller.services.agents import AgentService
 from controller.services.command_views import CommandQueries
@@ -67,6 +68,8 @@ class Runtime:
     bridge: MqttBridge | None
     notifier: NotificationDispatcher
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    provisioning: ProvisioningDesk | None = None
+    """Answers unprovisioned lockers on the provisioning topics (its own MQTT connection)."""
 
     @property
     def db(self) -> Database:
@@ -78,6 +81,10 @@ class Runtime:
             return
         if mqtt and self.bridge is not None:
             self.tasks.append(asyncio.create_task(self.bridge.run(), name="mqtt-bridge"))
+        if mqtt and self.provisioning is not None:
+            self.tasks.append(
+                asyncio.create_task(self.provisioning.run(), name="mqtt-provisioning")
+            )
         self.tasks.append(asyncio.create_task(self._background(), name="background"))
 
     async def _background(self) -> None:
@@ -148,4 +155,5 @@ def build_runtime(
         provisioning=ProvisioningService(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
-    return Runtime(settings, ctx, services, bridge, notifier)
+    provisioning = ProvisioningDesk(ctx, services.provisioning, bridge.address)
+    return Runtime(settings, ctx, services, bridge, notifier, provisioning=provisioning)
