@@ -6,14 +6,15 @@ gave it (:class:`Unprovisioned`), but no keys and no broker password. It asks fo
 on it is an ordinary :class:`~firmware_sim.spec.LockerSpec` and runs as any other locker.
 
 * :class:`Provisioner` is the firmware's side, sans I/O: :meth:`~Provisioner.request` makes a
-  request with a fresh request id, :meth:`~Provisioner.receive` takes any payload and returns
+  request with a fresh request id (or repeats the pending one as it is, so that an answer to
+  any copy is taken), :meth:`~Provisioner.receive` takes any payload and returns
   the credentials, the refusal reason, or ``None`` for anything that is not an authentic answer
   to the pending request (:func:`protocol.provisioning.open_response`).
 * :func:`provision_over_mqtt` runs it on the shared provisioning identity (one paho client,
-  driven in the calling thread): subscribe to the response topic, publish the request (again
-  every ``retry_s``), wait for the answer.
-* :func:`provision_over_serial` runs it on the bench link: a request when it starts and
-  whenever the host greets it, until the bench tool answers.
+  driven in the calling thread): subscribe to the response topic, publish the request (the
+  same again every ``retry_s``), wait for the answer.
+* :func:`provision_over_serial` runs it on the bench link: the request when it starts and
+  again whenever the host greets it, until the bench tool answers.
 * :func:`load_fleet_with_tokens` reads a fleet file in which some ``[[locker]]`` tables give a
   ``provisioning_token`` instead of keys.
 """
@@ -150,8 +151,10 @@ class Provisioner:
         self.requests = 0
 
     def request(self) -> ProvisionRequest:
-        """Return a new request (a fresh request id, which becomes the pending one)."""
-        self.pending = self.random_bytes(16).hex()
+        """Return the pending request, sent again as it is until it is answered (so an answer
+        to any copy counts), or a new one with a fresh request id."""
+        if self.pending is None:
+            self.pending = self.random_bytes(16).hex()
         self.requests += 1
         return ProvisionRequest(
             locker_id=self.locker.locker_id, request_id=self.pending, token=self.locker.token,
