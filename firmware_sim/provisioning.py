@@ -394,4 +394,3 @@ def load_fleet_with_tokens(path: str | Path) -> tuple[list[LockerSpec], list[Unp
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: locker ids must be unique")
     return ready, waiting
-
