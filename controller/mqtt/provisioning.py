@@ -149,7 +149,11 @@ class ProvisioningDesk:
                 payload = message.payload
                 if not isinstance(payload, bytes | bytearray):
                     payload = str(payload).encode() if payload is not None else b""
-                reply = await self.answer(message.topic.value, bytes(payload))
+                try:
+                    reply = await self.answer(message.topic.value, bytes(payload))
+                except Exception:  # a bug must not stop provisioning for every later locker
+                    log.exception("provisioning request on %s failed", message.topic.value)
+                    reply = None
                 if reply is None:
                     self.ignored += 1
                     continue
