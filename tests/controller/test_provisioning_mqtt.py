@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -276,3 +277,42 @@ async def test_another_holder_of_the_provisioning_identity_learns_nothing(stack:
     finally:
         eve.close()
         controller.close()
+
+
+async def test_locker_sim_provisions_the_fleet_files_token_lockers_then_runs_them(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """``locker-sim fleet`` with a fleet file whose locker has a token instead of keys.
+    Afterwards: its credentials are kept in the credentials directory, it was provisioned over
+    MQTT, and it ran on its own identity (the controller took its birth: the locker is active)."""
+    locker_id = sorted(stack.seeded.lockers)[0]
+    token = await stack.token(locker_id)
+    rows = ",\n".join(
+        f'  {{ id = "{c.id}", size = "{c.size.value}", temperature = "{c.temperature.value}" }}'
+        for c in stack.unprovisioned(locker_id, token).compartments
+    )
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        f'[[locker]]\nlocker_id = "{locker_id}"\nprovisioning_token = "{token}"\n'
+        f"compartments = [\n{rows}\n]\n"
+    )
+    credentials = tmp_path / "credentials"
+    argv = [
+        "fleet", "--fleet", str(fleet), "--broker", f"mqtt://127.0.0.1:{stack.port}",
+        "--topic-root", stack.root, "--provisioning-password", stack.password,
+        "--credentials", str(credentials), "--duration", "3", "--no-attendant",
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "firmware_sim.cli", *argv)
+    assert await process.wait() == 0
+    kept = CredentialStore(credentials / f"{locker_id}.credentials.json").load()
+    assert kept is not None
+    assert kept.command_key == stack.seeded.lockers[locker_id].command_key_hex
+    (provisioned,) = await stack.audit("provisioned")
+    assert provisioned.detail["via"] == "mqtt"
+
+    async def active() -> bool:
+        async with stack.runtime.db.reader() as session:
+            locker = await session.get(Locker, locker_id, populate_existing=True)
+            return locker is not None and locker.status == "active"
+
+    await eventually(active, what=f"{locker_id}'s birth taken")
