@@ -1,7 +1,8 @@
 """Wiring: build the services from settings, and run the background work of one replica.
 
-:class:`Runtime` owns the database handle, the MQTT bridge and the background loops (SMS
-outbox, housekeeping). The HTTP app starts it in its lifespan; the demo, the scenario runner
+:class:`Runtime` owns the database handle, the MQTT bridge, the provisioning desk (answers to
+unprovisioned lockers, on a connection of its own) and the background loops (SMS outbox,
+housekeeping). The HTTP app starts it in its lifespan; the demo, the scenario runner
 and the tests start it the same way. Nothing is built at import time.
 """
 
