@@ -21,6 +21,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -164,40 +165,46 @@ class ProvisioningService:
                     )  # fmt: skip
                     return credentials(self.ctx, locker)
         except _Refusal as refusal:
-            why = refusal.why
+            why, owner = refusal.why, locker_id
         else:
-            why = await self._why(token_hash, locker_id, request_id, now)
-        await self._refused(locker_id, why, via, now)
+            why, owner = await self._why(token_hash, locker_id, request_id)
+        await self._refused(locker_id or owner, why, via, now, owner)
         raise refused
 
     async def _why(
-        self, token_hash: str, locker_id: str | None, request_id: str | None, now: datetime
-    ) -> str:
-        """Why a token that the redeeming UPDATE did not match is refused (for the audit)."""
+        self, token_hash: str, locker_id: str | None, request_id: str | None
+    ) -> tuple[str, str | None]:
+        """Why a token that the redeeming UPDATE did not match is refused (for the audit),
+        and the locker it was issued for (``None`` for an unknown token)."""
         async with self.ctx.db.reader() as session:
             row = await session.scalar(
                 select(ProvisioningToken).where(ProvisioningToken.token_hash == token_hash)
             )
             if row is None:
-                return "unknown"
+                return "unknown", None
             if locker_id is not None and row.locker_id != locker_id:
-                return "other_locker"
+                return "other_locker", row.locker_id
             if row.used_at is not None:
                 if request_id is not None and await _provisioned_by(
                     session, row.locker_id, request_id
                 ):
                     raise RepeatedProvisioningRequest(f"request {request_id} was answered")
-                return "used"
+                return "used", row.locker_id
             locker = await session.get(Locker, row.locker_id)
             if locker is None or locker.status == "decommissioned":
-                return "decommissioned"
-            return "expired"
+                return "decommissioned", row.locker_id
+            return "expired", row.locker_id
 
-    async def _refused(self, locker_id: str | None, why: str, via: str, now: datetime) -> None:
+    async def _refused(
+        self, locker_id: str | None, why: str, via: str, now: datetime, owner: str | None = None
+    ) -> None:
+        """Audit a refusal under the locker that presented the token (or the token's own
+        locker, when the caller did not say); ``token_locker`` when the two differ."""
+        extra: dict[str, Any] = {"token_locker": owner} if owner and owner != locker_id else {}
         async with self.ctx.db.sessions.begin() as session:
             audit.record(
                 session, at=now, locker_id=locker_id or "", action="provisioning_refused",
-                actor_kind="locker", reason=why, via=via,
+                actor_kind="locker", reason=why, via=via, **extra,
             )  # fmt: skip
 
     async def decommission(self, actor: Actor, locker_id: str, reason: str) -> None:

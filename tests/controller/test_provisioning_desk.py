@@ -81,7 +81,9 @@ async def test_unreadable_or_misaddressed_requests_get_no_answer(
     runtime: Runtime, seeded: Seeded
 ) -> None:
     """A request that cannot be read, or names another locker than its topic, is not answered
-    and spends no token; afterwards the token still works for its own locker."""
+    and spends no token; a token presented for another locker is refused (audited under the
+    locker that presented it, naming the token's) and spends nothing either; afterwards the
+    token still works for its own locker."""
     first, second = sorted(seeded.lockers)
     token = await token_for(runtime, seeded, first)
     _, payload = request(runtime, first, token)
@@ -93,3 +95,10 @@ async def test_unreadable_or_misaddressed_requests_get_no_answer(
     assert stolen is not None and stolen[1].reason is ProvisionRefusal.INVALID_TOKEN
     works = await desk(runtime).answer(*request(runtime, first, token))
     assert works is not None and works[1].sealed is not None
+    async with runtime.db.reader() as session:
+        query = select(AuditEntry).where(AuditEntry.action == "provisioning_refused")
+        (refusal,) = (await session.scalars(query)).all()
+    assert (refusal.locker_id, refusal.detail) == (
+        second,
+        {"reason": "other_locker", "via": "mqtt", "token_locker": first},
+    )
