@@ -165,3 +165,18 @@ async def test_the_bench_tool_says_so_when_nothing_answers(pair: PtyPair) -> Non
     """A silent line (no locker, wrong baud rate) is one clear error, not a hang."""
     with pytest.raises(BenchError, match="no locker answered"):
         await asyncio.to_thread(provision_on_bench, pair.path, "http://127.0.0.1:9", timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--port", "/dev/no-such-port", "--api", "http://127.0.0.1:9"], "does not exist"),
+        (["--port", "/dev/no-such-port", "--api", "127.0.0.1:8000"], "--api must be"),
+    ],
+)
+def test_bench_mistakes_are_one_line(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
