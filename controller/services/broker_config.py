@@ -15,9 +15,9 @@ old one), so a broker reloading at any moment reads either the old or the new ve
     ``pattern`` rules confine every locker to ``{root}/locker/<its id>/``: it may publish its
     uplink channels and read its ``cmd`` and ``ack``, nothing else; the controller's user may
     read and write everything under the root. The provisioning identity may publish
-    ``{root}/provision/+/request`` and read ``{root}/provision/+/response``, nothing else: its
-    name starts with ``_``, which no locker id can, so the per-locker patterns give it only
-    topics of a locker that cannot exist (and that the controller rejects).
+    ``{root}/provision/+/request`` and read ``{root}/provision/+/response``, nothing else: a
+    ``deny`` on ``{root}/locker/#`` overrides what the per-locker patterns would grant its user
+    name (which starts with ``_``, so no locker can have it anyway).
 ``mosquitto.conf``
     a listener with no anonymous access that uses the two files.
 
@@ -78,8 +78,10 @@ def render_acl(root: str, controller_user: str) -> str:
         f"user {controller_user}",
         f"topic readwrite {root}/#",
         "",
-        "# Unprovisioned lockers: ask for provisioning, read the (sealed) answers, nothing else.",
+        "# Unprovisioned lockers: ask for provisioning, read the (sealed) answers, nothing else",
+        "# (the deny overrides what the locker patterns above would grant this user name).",
         f"user {PROVISIONING_USER}",
+        f"topic deny {root}/locker/#",
         f"topic write {layout.all_provision_requests()}",
         f"topic read {layout.all_provision_responses()}",
         "",

@@ -246,6 +246,7 @@ async def test_another_holder_of_the_provisioning_identity_learns_nothing(stack:
         # Writes she is not allowed are dropped: the allowed request after them arrives first.
         eve.publish(f"{root}/provision/{victim}/response", b'{"forged": true}')
         eve.publish(f"{root}/locker/{other}/event", b"forged event")
+        eve.publish(f"{root}/locker/{PROVISIONING_USER}/event", b"as a locker of her name")
         eve.publish(f"{root}/provision/{other}/request", b"not a request")
         assert controller.next_message() == (
             f"{root}/provision/{other}/request",
@@ -272,6 +273,7 @@ async def test_another_holder_of_the_provisioning_identity_learns_nothing(stack:
 
         # A locker's command, published before an answer she may read, never reaches her.
         controller.publish(f"{root}/locker/{other}/cmd", b"a command")
+        controller.publish(f"{root}/locker/{PROVISIONING_USER}/cmd", b"for her name")
         controller.publish(f"{root}/provision/{other}/response", b"marker")
         assert eve.next_message() == (f"{root}/provision/{other}/response", b"marker")
     finally:
