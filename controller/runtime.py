@@ -83,10 +83,17 @@ class Runtime:
         if mqtt and self.bridge is not None:
             self.tasks.append(asyncio.create_task(self.bridge.run(), name="mqtt-bridge"))
         if mqtt and self.provisioning is not None:
-            self.tasks.append(
-                asyncio.create_task(self.provisioning.run(), name="mqtt-provisioning")
-            )
+            self.tasks.append(asyncio.create_task(self._provisioning(), name="mqtt-provisioning"))
         self.tasks.append(asyncio.create_task(self._background(), name="background"))
+
+    async def _provisioning(self) -> None:
+        """Answer provisioning requests, once the bridge is subscribed: lockers coming online
+        must not lose their first births to a connect that can wait."""
+        assert self.provisioning is not None
+        # The bridge exposes a flag, not an event (and is not ours to change).
+        while self.bridge is not None and not self.bridge.stats.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await self.provisioning.run()
 
     async def _background(self) -> None:
         interval = self.settings.background_interval_s

@@ -75,6 +75,8 @@ class ProvisioningDesk:
         self.address = address
         self.answered = 0
         self.ignored = 0
+        self.subscribed = asyncio.Event()
+        """Set while subscribed to the requests (for readiness checks and tests)."""
 
     async def answer(self, topic: str, payload: bytes) -> tuple[str, ProvisionResponse] | None:
         """Return the topic and the response to publish for one request, or ``None`` when it
@@ -125,6 +127,8 @@ class ProvisioningDesk:
                 await self._session()
             except aiomqtt.MqttError as lost:
                 log.warning("provisioning: broker %s: %s", self.address.url(), lost)
+            finally:
+                self.subscribed.clear()
             if time.monotonic() - started > 30:
                 delay = 0.5
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
@@ -145,6 +149,7 @@ class ProvisioningDesk:
             await client.subscribe(
                 shared + self.ctx.topics.all_provision_requests(), qos=PROVISIONING.qos
             )
+            self.subscribed.set()
             async for message in client.messages:
                 payload = message.payload
                 if not isinstance(payload, bytes | bytearray):

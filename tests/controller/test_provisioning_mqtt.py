@@ -122,6 +122,8 @@ async def stack(
     settings = controller_settings(migrated_url, runtime.ctx.topics.root, address)
     live = build_runtime(settings, clock=clock)
     await live.start()
+    assert live.provisioning is not None
+    await asyncio.wait_for(live.provisioning.subscribed.wait(), 20)
     try:
         yield Stack(runtime, live, seeded, port)
     finally:
