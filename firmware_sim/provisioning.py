@@ -207,9 +207,10 @@ def provision_over_mqtt(
     """Return the locker's spec with its credentials, asking for them over MQTT on the
     provisioning identity (``username``/``password``) unless ``store`` has them already.
 
-    The credentials are saved in ``store`` before this returns. Raises
+    The credentials are saved in ``store`` before this returns. A controller that answers
+    ``unavailable`` is asked again (a new request) ``retry_s`` later. Raises
     :class:`ProvisioningRefused` when the token is refused, :class:`ProvisioningFailed` when
-    the broker refuses the identity or nothing answers within ``timeout`` seconds.
+    the broker refuses the identity or no answer comes within ``timeout`` seconds.
     """
     store = store or CredentialStore()
     kept = store.load()
@@ -241,7 +242,9 @@ def provision_over_mqtt(
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == response_topic:
             outcome = provisioner.receive(bytes(message.payload))
-            if outcome is not None:
+            if outcome is ProvisionRefusal.UNAVAILABLE:
+                state["busy"] = True  # ask again (a new request) after retry_s
+            elif outcome is not None:
                 state["outcome"] = outcome
 
     client.on_connect, client.on_subscribe, client.on_message = (
@@ -269,6 +272,8 @@ def provision_over_mqtt(
                     f"{locker.locker_id}: the broker does not let {username!r} read "
                     f"{response_topic}"
                 )
+            if state.pop("busy", False):
+                asked_at = time.monotonic()
             if state.get("subscribed") and time.monotonic() - asked_at >= retry_s:
                 request = provisioner.request()
                 client.publish(

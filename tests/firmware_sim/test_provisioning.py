@@ -3,6 +3,7 @@ credentials, fleet files with provisioning tokens, and the CLI's one-line errors
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,15 @@ from firmware_sim.provisioning import (
     Provisioner,
     Unprovisioned,
     load_fleet_with_tokens,
+    provision_over_mqtt,
 )
 from firmware_sim.spec import model_layout
-from protocol.codec import encode
-from protocol.messages import LockerCredentials, ProvisionRefusal
+from protocol.codec import decode, encode
+from protocol.messages import LockerCredentials, ProvisionRefusal, ProvisionRequest
 from protocol.provisioning import refusal, seal_credentials
+from protocol.topics import TopicLayout
+from protocol.urls import BrokerAddress
+from tests.controller.test_security_broker import Client
 
 TOKEN = "lfp_" + "k" * 43
 LOCKER = Unprovisioned("XZ-0001", TOKEN, model_layout("LF-12"), model="LF-12")
@@ -105,3 +110,36 @@ def test_the_cli_asks_for_the_provisioning_password_in_one_line(
     assert main(["fleet", "--fleet", str(path), "--duration", "1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--provisioning-password" in err
+
+
+@pytest.mark.mqtt
+def test_over_mqtt_a_busy_controller_is_asked_again_with_a_new_request(
+    mqtt_broker: BrokerAddress, topic_root: str
+) -> None:
+    """The test plays the controller on a real broker: it answers the first request
+    ``unavailable`` and the second with the credentials. Afterwards the locker holds them, and
+    its second request was a new one (a fresh request id)."""
+    layout = TopicLayout(topic_root)
+    controller = Client(mqtt_broker.port, mqtt_broker.username, mqtt_broker.password)
+    assert controller.connect()
+    controller.subscribe(layout.provision_request("XZ-0001"))
+    store = CredentialStore()
+    with ThreadPoolExecutor(1) as pool:
+        locker = pool.submit(
+            provision_over_mqtt, LOCKER, mqtt_broker, "unused", store=store,
+            topic_root=topic_root, timeout=30, retry_s=0.2,
+        )  # fmt: skip
+        try:
+            first = decode(controller.next_message()[1], {"provision_request": ProvisionRequest})
+            busy = refusal(
+                ProvisionRefusal.UNAVAILABLE, token=TOKEN, locker_id="XZ-0001",
+                request_id=first.request_id, nonce=bytes(16), ts=1,
+            )  # fmt: skip
+            controller.publish(layout.provision_response("XZ-0001"), encode(busy))
+            second = decode(controller.next_message()[1], {"provision_request": ProvisionRequest})
+            assert second.request_id != first.request_id
+            controller.publish(layout.provision_response("XZ-0001"), answer(second.request_id))
+            spec = locker.result(30)
+        finally:
+            controller.close()
+    assert spec.password == "secret-password" and store.load() == CREDENTIALS
