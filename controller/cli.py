@@ -169,6 +169,37 @@ async def _fleet_file(args: argparse.Namespace) -> None:
     print(f"{count} lockers written to {args.out} (it holds their keys: keep it private)")
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from controller.bench import BenchError, provision_on_bench
+
+    if not args.api.startswith(("http://", "https://")):
+        raise UserError(f"--api must be the controller's URL (http(s)://host:port), not {args.api}")
+    try:
+        result = provision_on_bench(
+            args.port, args.api, timeout=args.timeout, baudrate=args.baudrate
+        )
+    except BenchError as exc:
+        raise UserError(str(exc)) from None
+    if not result.confirmed:
+        print(
+            f"locker {result.locker_id} was given its credentials but did not come back on "
+            f"{args.port}; power-cycle it and check it connects",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"locker {result.locker_id} provisioned; it now runs with its own credentials")
+    return 0
+
+
+def _provisioning_identity(args: argparse.Namespace) -> None:
+    from controller.keys import KeyRing
+    from controller.services.broker_config import PROVISIONING_USER
+
+    settings = _settings(args)
+    password = KeyRing(settings.master_secret).provisioning_password()
+    print(f"user {PROVISIONING_USER}\npassword {password}\ntopic root {settings.topic_root}")
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -260,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database(fleet)
     fleet.add_argument("--out", type=Path, required=True, help="where to write the TOML file")
     fleet.set_defaults(run_async=_fleet_file)
+
+    bench = sub.add_parser(
+        "bench", help="provision the locker on a serial port (the technician's bench tool)"
+    )
+    bench.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+    bench.add_argument("--api", required=True, help="the controller's URL, e.g. https://host")
+    bench.add_argument("--baudrate", type=int, default=115_200)
+    bench.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds to wait for the locker (20)"
+    )
+    bench.set_defaults(run=_bench)
+
+    identity = sub.add_parser(
+        "provisioning-identity",
+        help="print the broker user and password unprovisioned lockers ask for credentials with",
+    )
+    _add_mqtt(identity)
+    identity.set_defaults(run=_provisioning_identity)
 
     from controller.demo.run import add_parser as add_demo
     from controller.scenarios.cli import add_parser as add_scenario

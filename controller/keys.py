@@ -38,6 +38,11 @@ class KeyRing:
         """The locker's broker password."""
         return self._derive("mqtt-password", locker_id, str(generation)).hex()[:40]
 
+    def provisioning_password(self) -> str:
+        """The broker password of the fleet-wide provisioning identity (technicians' tools,
+        factory images), which may only ask for provisioning (docs/protocol.md §3.5)."""
+        return self._derive("provisioning-mqtt-password").hex()[:40]
+
     def token_hash(self, token: str) -> str:
         """The at-rest form of an API or provisioning token."""
         return self._derive("token", token).hex()

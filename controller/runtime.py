@@ -1,7 +1,8 @@
 """Wiring: build the services from settings, and run the background work of one replica.
 
-:class:`Runtime` owns the database handle, the MQTT bridge and the background loops (SMS
-outbox, housekeeping). The HTTP app starts it in its lifespan; the demo, the scenario runner
+:class:`Runtime` owns the database handle, the MQTT bridge, the provisioning desk (answers to
+unprovisioned lockers, on a connection of its own) and the background loops (SMS outbox,
+housekeeping). The HTTP app starts it in its lifespan; the demo, the scenario runner
 and the tests start it the same way. Nothing is built at import time.
 """
 
@@ -20,6 +21,7 @@ from controller.db.engine import open_database
 from controller.db.session import Database
 from controller.keys import KeyRing
 from controller.mqtt.bridge import MqttBridge
+from controller.mqtt.provisioning import ProvisioningDesk
 from controller.services.admin import AdminService
 from controller.services.agents import AgentService
 from controller.services.command_views import CommandQueries
@@ -74,6 +76,8 @@ class Runtime:
     bridge: MqttBridge | None
     notifier: NotificationDispatcher
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    provisioning: ProvisioningDesk | None = None
+    """Answers unprovisioned lockers on the provisioning topics (its own MQTT connection)."""
 
     @property
     def db(self) -> Database:
@@ -85,7 +89,18 @@ class Runtime:
             return
         if mqtt and self.bridge is not None:
             self.tasks.append(asyncio.create_task(self.bridge.run(), name="mqtt-bridge"))
+        if mqtt and self.provisioning is not None:
+            self.tasks.append(asyncio.create_task(self._provisioning(), name="mqtt-provisioning"))
         self.tasks.append(asyncio.create_task(self._background(), name="background"))
+
+    async def _provisioning(self) -> None:
+        """Answer provisioning requests, once the bridge is subscribed: lockers coming online
+        must not lose their first births to a connect that can wait."""
+        assert self.provisioning is not None
+        # The bridge exposes a flag, not an event (and is not ours to change).
+        while self.bridge is not None and not self.bridge.stats.connected:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await self.provisioning.run()
 
     async def _background(self) -> None:
         interval = self.settings.background_interval_s
@@ -167,4 +182,5 @@ def build_runtime(
         rotation=CredentialRotation(ctx),
     )
     notifier = NotificationDispatcher(ctx, sender or sms_sender(settings))
-    return Runtime(settings, ctx, services, bridge, notifier)
+    provisioning = ProvisioningDesk(ctx, services.provisioning, bridge.address)
+    return Runtime(settings, ctx, services, bridge, notifier, provisioning=provisioning)

@@ -5,6 +5,7 @@
     locker-sim fleet --broker mqtt://127.0.0.1:1883 --lockers 200 --seed 7 --duration 60 \\
                      --report report.json [--fleet FILE] [--faults FILE] [--processes K]
     locker-sim serial --port /dev/ttyUSB0 --locker-id SIM-00001 --seed 7
+    locker-sim serial --port /dev/ttyUSB0 --locker-id XZ-0001 --token lfp_...   # unprovisioned
     locker-sim generate --lockers 20 --seed 7 > fleet.toml
 
 On a terminal ``fleet`` keeps one status line up to date (connected lockers, messages per
@@ -30,11 +31,25 @@ from firmware_sim.files import dump_fleet, load_faults, load_fleet
 from firmware_sim.fleet import FleetOptions
 from firmware_sim.people import AttendantPolicy
 from firmware_sim.probe import BrokerProblem, probe_broker
+from firmware_sim.provisioning import (
+    CredentialStore,
+    ProvisioningFailed,
+    Unprovisioned,
+    load_fleet_with_tokens,
+    provision_over_mqtt,
+    provision_over_serial,
+)
 from firmware_sim.report import FleetReport
 from firmware_sim.runner import Status, run_processes
-from firmware_sim.serial_link import SerialLocker, SerialPortError
+from firmware_sim.serial_link import BytePort, SerialLocker, SerialPortError, open_port
 from firmware_sim.settings import Settings
-from firmware_sim.spec import DEFAULT_PREFIX, LockerSpec, generate_fleet, generated_spec
+from firmware_sim.spec import (
+    DEFAULT_PREFIX,
+    LockerSpec,
+    generate_fleet,
+    generated_spec,
+    model_layout,
+)
 from firmware_sim.store import JsonFileStore
 from protocol.topics import DEFAULT_ROOT, TopicLayout
 from protocol.urls import parse_broker_url
@@ -67,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument(
         "--time-scale", type=float, default=1.0, help="run the lockers' clock N times faster"
     )
+    fleet.add_argument(
+        "--provisioning-password",
+        help="password of the _provisioning broker identity, for fleet-file lockers that have "
+        "a provisioning_token instead of keys",
+    )
+    fleet.add_argument(
+        "--credentials", type=Path, default=Path("credentials"),
+        help="directory where provisioned lockers keep their credentials (./credentials)",
+    )  # fmt: skip
 
     serial = commands.add_parser("serial", help="run one locker on a serial port")
     serial.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
@@ -79,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     serial.add_argument("--heartbeat", type=int, help="factory heartbeat in seconds (30)")
     serial.add_argument("--faults", type=Path, help="fault plan (TOML)")
     serial.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    serial.add_argument(
+        "--token", help="an unprovisioned locker: its provisioning token (asks the bench tool)"
+    )
+    serial.add_argument("--model", default="LF-24", help="model of an unprovisioned locker")
+    serial.add_argument(
+        "--credentials", type=Path, help="where it keeps its credentials (ID.credentials.json)"
+    )
 
     generate = commands.add_parser("generate", help="print a fleet file (TOML)")
     generate.add_argument("--lockers", type=int, default=10)
@@ -114,9 +145,35 @@ def _fleet_specs(args: argparse.Namespace) -> list[LockerSpec]:
     if args.lockers is not None and args.lockers < 1:
         raise UserError("--lockers must be at least 1")
     if args.fleet is not None:
-        specs = load_fleet(args.fleet)
+        specs, waiting = load_fleet_with_tokens(args.fleet)
+        if waiting:
+            specs += _provision_fleet(args, waiting)
         return specs[: args.lockers] if args.lockers else specs
     return generate_fleet(args.lockers or 10, args.seed, args.prefix)
+
+
+def _provision_fleet(args: argparse.Namespace, waiting: list[Unprovisioned]) -> list[LockerSpec]:
+    """Provision the fleet file's lockers that have a token, over MQTT, one after another."""
+    if not args.provisioning_password:
+        raise UserError(
+            f"{args.fleet} has lockers with a provisioning_token: give --provisioning-password "
+            "(`lockerfleet provisioning-identity` prints it)"
+        )
+    try:
+        broker = parse_broker_url(args.broker)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    specs = []
+    for locker in waiting:
+        store = CredentialStore(args.credentials / f"{locker.locker_id}.credentials.json")
+        specs.append(
+            provision_over_mqtt(
+                locker, broker, args.provisioning_password, store=store,
+                topic_root=args.topic_root,
+            )
+        )  # fmt: skip
+        print(f"{locker.locker_id}: provisioned, credentials in {store.path}", file=sys.stderr)
+    return specs
 
 
 class StatusLine:
@@ -208,8 +265,30 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision_serial(args: argparse.Namespace) -> tuple[LockerSpec, BytePort]:
+    """Open the port and provision the locker on it (unless it kept its credentials)."""
+    try:
+        locker = Unprovisioned(
+            args.locker_id, args.token, model_layout(args.model), model=args.model
+        )
+        store = CredentialStore(args.credentials or Path(f"{args.locker_id}.credentials.json"))
+        store.load()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    port = open_port(args.port, args.baudrate)
+    print(f"locker {args.locker_id} on {args.port}: waiting for the bench tool", file=sys.stderr)
+    try:
+        return provision_over_serial(locker, port.fileno(), store=store), port
+    except BaseException:
+        port.close()
+        raise
+
+
 def run_serial_command(args: argparse.Namespace) -> int:
-    if args.fleet is not None:
+    port: str | BytePort = args.port
+    if args.token is not None:
+        spec, port = _provision_serial(args)
+    elif args.fleet is not None:
         found = [s for s in load_fleet(args.fleet) if s.locker_id == args.locker_id]
         if not found:
             raise UserError(f"{args.fleet} has no locker {args.locker_id}")
@@ -226,7 +305,7 @@ def run_serial_command(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     locker = SerialLocker(
         spec,
-        args.port,
+        port,
         store,
         settings=_settings(args.heartbeat),
         baudrate=args.baudrate,
@@ -260,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--lockers must not be negative")
         sys.stdout.write(dump_fleet(generate_fleet(args.lockers, args.seed, args.prefix)))
         return 0
-    except (UserError, ValueError, BrokerProblem, SerialPortError, RuntimeError) as exc:
+    except (
+        UserError, ValueError, BrokerProblem, SerialPortError, ProvisioningFailed, RuntimeError,
+    ) as exc:  # fmt: skip
         print(f"locker-sim: error: {exc}", file=sys.stderr)
         return 1
 

@@ -26,9 +26,12 @@ from protocol.messages import (
     CONTROLLER_MESSAGES,
     DEVICE_MESSAGES,
     PROTOCOL_VERSION,
+    PROVISIONING_MESSAGES,
     ControllerPresence,
+    ProvisionRequest,
+    ProvisionResponse,
 )
-from protocol.topics import CHANNEL_OF_TYPE, DELIVERY, UPLINK, Channel, TopicLayout
+from protocol.topics import CHANNEL_OF_TYPE, DELIVERY, PROVISIONING, UPLINK, Channel, TopicLayout
 
 DEFAULT_ROOT = TopicLayout().root
 ASYNCAPI_VERSION = "3.0.0"
@@ -36,9 +39,16 @@ MQTT_BINDING = "0.2.0"
 KEEPALIVE_S = 60
 """The MQTT keepalive a locker should use (seconds)."""
 
-ALL_TYPES: dict[str, type[Any]] = {**DEVICE_MESSAGES, **CONTROLLER_MESSAGES}
+ALL_TYPES: dict[str, type[Any]] = {
+    **DEVICE_MESSAGES,
+    **CONTROLLER_MESSAGES,
+    **PROVISIONING_MESSAGES,
+}
 CONTROLLER_PRESENCE = "controllerPresence"
 """Channel id of the controllers' presence topic, which is not a per-locker channel."""
+PROVISION_REQUEST = "provisionRequest"
+PROVISION_RESPONSE = "provisionResponse"
+"""Channel ids of the provisioning topics (an unprovisioned locker, provisioning identity)."""
 
 _LOCKER_ID = (
     "The locker's id, as in the payload's `locker_id` (1-64 of `A-Z a-z 0-9 _ -`, first a "
@@ -102,6 +112,26 @@ def _channels(layout: TopicLayout) -> dict[str, Any]:
             ControllerPresence.TYPE: {"$ref": f"#/components/messages/{ControllerPresence.TYPE}"}
         },
     }
+    for channel_id, cls, address, direction in (
+        (PROVISION_REQUEST, ProvisionRequest, layout.provision_request("X"), "locker → controller"),
+        (
+            PROVISION_RESPONSE,
+            ProvisionResponse,
+            layout.provision_response("X"),
+            "controller → locker",
+        ),
+    ):
+        channels[channel_id] = {
+            "address": address.replace("/X/", "/{locker_id}/"),
+            "title": f"{cls.TYPE} ({direction})",
+            "description": (
+                f"{direction}; QoS {PROVISIONING.qos}, not retained. Used only by an "
+                f"unprovisioned locker connected with the provisioning identity. Carries "
+                f"`{cls.TYPE}` messages."
+            ),
+            "parameters": {"locker_id": {"description": _LOCKER_ID}},
+            "messages": {cls.TYPE: {"$ref": f"#/components/messages/{cls.TYPE}"}},
+        }
     return channels
 
 
@@ -133,6 +163,28 @@ def _operations() -> dict[str, Any]:
             {"$ref": f"#/channels/{CONTROLLER_PRESENCE}/messages/{ControllerPresence.TYPE}"}
         ],
         "bindings": _binding(1, True),
+    }
+    operations["sendProvisionRequest"] = {
+        "action": "send",
+        "channel": {"$ref": f"#/channels/{PROVISION_REQUEST}"},
+        "summary": _summary(ProvisionRequest),
+        "messages": [{"$ref": f"#/channels/{PROVISION_REQUEST}/messages/{ProvisionRequest.TYPE}"}],
+        "bindings": _binding(PROVISIONING.qos, PROVISIONING.retain),
+        "reply": {
+            "channel": {"$ref": f"#/channels/{PROVISION_RESPONSE}"},
+            "messages": [
+                {"$ref": f"#/channels/{PROVISION_RESPONSE}/messages/{ProvisionResponse.TYPE}"}
+            ],
+        },
+    }
+    operations["receiveProvisionResponse"] = {
+        "action": "receive",
+        "channel": {"$ref": f"#/channels/{PROVISION_RESPONSE}"},
+        "summary": _summary(ProvisionResponse),
+        "messages": [
+            {"$ref": f"#/channels/{PROVISION_RESPONSE}/messages/{ProvisionResponse.TYPE}"}
+        ],
+        "bindings": _binding(PROVISIONING.qos, PROVISIONING.retain),
     }
     return operations
 
@@ -222,7 +274,9 @@ def asyncapi_document(root: str = DEFAULT_ROOT) -> dict[str, Any]:
                     "type": "userPassword",
                     "description": (
                         "MQTT user name = locker id; password = the locker's own MQTT password "
-                        "(not its command key or code key)."
+                        "(not its command key or code key). An unprovisioned locker uses the "
+                        "fleet's provisioning identity instead, which may only publish "
+                        "provisioning requests and read provisioning responses."
                     ),
                 }
             },

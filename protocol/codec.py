@@ -22,6 +22,7 @@ from protocol.messages import (
     CONTROLLER_MESSAGES,
     DEVICE_MESSAGES,
     PROTOCOL_VERSION,
+    PROVISIONING_MESSAGES,
     ControllerMessage,
     DeviceMessage,
     Message,
@@ -34,7 +35,11 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_NESTING = 32
 """Deepest nesting of arrays and objects a payload may have (protocol messages use 4)."""
 
-ALL_MESSAGES: dict[str, type[Any]] = {**DEVICE_MESSAGES, **CONTROLLER_MESSAGES}
+ALL_MESSAGES: dict[str, type[Any]] = {
+    **DEVICE_MESSAGES,
+    **CONTROLLER_MESSAGES,
+    **PROVISIONING_MESSAGES,
+}
 
 M = TypeVar("M")
 

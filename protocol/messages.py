@@ -803,9 +803,101 @@ class ControllerPresence:
         validate(self)
 
 
+# ---------------------------------------------------------------------------------------------
+# Provisioning (an unprovisioned locker on the shared provisioning identity, see §3.5)
+# ---------------------------------------------------------------------------------------------
+
+RequestId = Annotated[
+    str,
+    Pattern(r"[0-9a-f]{32}"),
+    Doc("16 random bytes in lowercase hex, new for every provisioning request."),
+]
+ProvisioningToken = Annotated[
+    str,
+    Pattern(r"[A-Za-z0-9_-]{8,200}"),
+    Doc("The one-time provisioning token a technician gave the locker, as issued."),
+]
+Hex32 = Annotated[str, Pattern(r"[0-9a-f]{64}"), Doc("32 bytes in lowercase hex.")]
+
+
+class ProvisionStatus(enum.StrEnum):
+    OK = "ok"  # the sealed credentials are in ``sealed``
+    REFUSED = "refused"  # nothing is handed out; see reason
+
+
+class ProvisionRefusal(enum.StrEnum):
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 - unknown, used, expired, or another locker's
+    UNAVAILABLE = "unavailable"  # the controller could not decide now: ask again later
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionRequest:
+    """An unprovisioned locker asks for its credentials with its one-time token."""
+
+    TYPE: ClassVar[str] = "provision_request"
+    locker_id: LockerId
+    request_id: RequestId
+    token: ProvisioningToken
+    ts: Millis
+    firmware: Annotated[str, Pattern(r"[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?")] | None = None
+    model: Annotated[str, MaxLength(64)] | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResponse:
+    """The controller's answer to one provisioning request: the locker's credentials sealed
+    with a key derived from the token (``ok``), or a refusal. Authenticated either way."""
+
+    TYPE: ClassVar[str] = "provision_response"
+    locker_id: LockerId
+    request_id: RequestId
+    status: ProvisionStatus
+    nonce: Annotated[
+        str, Pattern(r"[0-9a-f]{32}"), Doc("16 random bytes chosen by the controller, hex.")
+    ]
+    ts: Millis
+    mac: Annotated[str, Pattern(r"[0-9a-f]{64}"), Doc("HMAC-SHA256 under the MAC key, hex.")]
+    sealed: (
+        Annotated[
+            str,
+            Pattern(r"([0-9a-f]{2}){1,4096}"),
+            Doc("The encrypted credentials, lowercase hex (present when status is ok)."),
+        ]
+        | None
+    ) = None
+    reason: ProvisionRefusal | None = None
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.status is ProvisionStatus.OK and (self.sealed is None or self.reason is not None):
+            raise ValueError("sealed: required (and reason absent) when status is ok")
+        if self.status is ProvisionStatus.REFUSED and (
+            self.reason is None or self.sealed is not None
+        ):
+            raise ValueError("reason: required (and sealed absent) when status is refused")
+
+
+@dataclass(frozen=True, slots=True)
+class LockerCredentials:
+    """What a sealed provisioning response carries: everything a locker needs to join."""
+
+    mqtt_username: Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")]
+    mqtt_password: Annotated[str, Pattern(r"[\x21-\x7e]{1,128}")]
+    command_key: Hex32
+    code_key: Hex32
+    topic_root: Annotated[str, Pattern(r"[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}")]
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 DeviceMessage = Presence | Birth | Event | Telemetry | CommandResult
 ControllerMessage = Command | Ack | ControllerPresence
-Message = DeviceMessage | ControllerMessage
+ProvisioningMessage = ProvisionRequest | ProvisionResponse
+Message = DeviceMessage | ControllerMessage | ProvisioningMessage
 
 DEVICE_MESSAGES: dict[str, type[DeviceMessage]] = {
     m.TYPE: m for m in (Presence, Birth, Event, Telemetry, CommandResult)
@@ -815,3 +907,7 @@ CONTROLLER_MESSAGES: dict[str, type[ControllerMessage]] = {
 }
 SEQUENCED: tuple[type[DeviceMessage], ...] = (Birth, Event, CommandResult)
 """Messages that take a sequence number and stay in the locker's buffer until acknowledged."""
+PROVISIONING_MESSAGES: dict[str, type[ProvisioningMessage]] = {
+    m.TYPE: m for m in (ProvisionRequest, ProvisionResponse)
+}
+"""Messages of the provisioning topics (§3.5), outside the per-locker channels."""

@@ -10,6 +10,8 @@
     {root}/locker/{locker_id}/cmd         controller → locker   QoS 1
     {root}/locker/{locker_id}/ack         controller → locker   QoS 1
     {root}/controller/{instance}/presence controller → all      QoS 1  retained (last will: offline)
+    {root}/provision/{locker_id}/request  locker → controller   QoS 1  (provisioning identity)
+    {root}/provision/{locker_id}/response controller → locker   QoS 1  (sealed, see auth)
 
 ``root`` defaults to ``lf/v1``; a deployment (or a test) may choose another so that several
 fleets share one broker. A locker id never contains ``/``, ``+`` or ``#`` (see ``LockerId``).
@@ -70,6 +72,9 @@ CHANNEL_OF_TYPE: dict[str, Channel] = {
 }
 """The channel each message type travels on (``controller_presence`` has its own topic)."""
 
+PROVISIONING = Delivery(1, False)
+"""How provisioning requests and responses are published (outside the per-locker channels)."""
+
 UPLINK = (Channel.PRESENCE, Channel.BIRTH, Channel.EVENT, Channel.RESULT, Channel.TELEMETRY)
 DOWNLINK = (Channel.COMMAND, Channel.ACK)
 
@@ -104,6 +109,44 @@ class TopicLayout:
     def all_controllers(self) -> str:
         """Return the wildcard filter of every controller instance's presence."""
         return f"{self.root}/controller/+/presence"
+
+    def provision_request(self, locker_id: str) -> str:
+        """Return the topic an unprovisioned ``locker_id`` publishes its request on."""
+        if not _LOCKER_ID.compiled.fullmatch(locker_id):
+            raise ValueError(f"invalid locker id {locker_id!r}")
+        return f"{self.root}/provision/{locker_id}/request"
+
+    def provision_response(self, locker_id: str) -> str:
+        """Return the topic the controller answers ``locker_id``'s provisioning request on."""
+        if not _LOCKER_ID.compiled.fullmatch(locker_id):
+            raise ValueError(f"invalid locker id {locker_id!r}")
+        return f"{self.root}/provision/{locker_id}/response"
+
+    def all_provision_requests(self) -> str:
+        """Return the wildcard filter of every locker's provisioning requests."""
+        return f"{self.root}/provision/+/request"
+
+    def all_provision_responses(self) -> str:
+        """Return the wildcard filter of every provisioning response (what the provisioning
+        identity may read: responses are sealed, so reading another's is harmless)."""
+        return f"{self.root}/provision/+/response"
+
+    def parse_provision_request(self, topic: str) -> str:
+        """Return the locker id of a provisioning request topic.
+
+        Raises :class:`RemoteProtocolError` (``invalid_topic``) for anything else.
+        """
+        prefix, suffix = f"{self.root}/provision/", "/request"
+        locker_id = topic[len(prefix) : -len(suffix)]
+        if (
+            not topic.startswith(prefix)
+            or not topic.endswith(suffix)
+            or not _LOCKER_ID.compiled.fullmatch(locker_id)
+        ):
+            raise RemoteProtocolError(
+                f"topic {topic!r:.80} is not a provisioning request topic", code="invalid_topic"
+            )
+        return locker_id
 
     def parse(self, topic: str) -> tuple[str, Channel]:
         """Return ``(locker_id, channel)`` of a locker topic.

@@ -6,14 +6,18 @@ old one), so a broker reloading at any moment reads either the old or the new ve
 ``passwd``
     one line per locker that may connect (registered or active, never decommissioned), its user
     name being its locker id and its password the one derived for its current key generation
-    (:meth:`controller.keys.KeyRing.mqtt_password`), plus the controller's user. Passwords are
+    (:meth:`controller.keys.KeyRing.mqtt_password`), plus the controller's user and the
+    fleet-wide provisioning identity (:data:`PROVISIONING_USER`). Passwords are
     stored as Mosquitto's ``$7$`` hashes (PBKDF2-HMAC-SHA512, 101 rounds, 12-byte salt), so
     ``mosquitto_passwd`` is not needed where the controller runs. A decommissioned locker, or
     an old key generation, is simply absent: it cannot connect after the next reload.
 ``acl``
     ``pattern`` rules confine every locker to ``{root}/locker/<its id>/``: it may publish its
     uplink channels and read its ``cmd`` and ``ack``, nothing else; the controller's user may
-    read and write everything under the root.
+    read and write everything under the root. The provisioning identity may publish
+    ``{root}/provision/+/request`` and read ``{root}/provision/+/response``, nothing else: a
+    ``deny`` on ``{root}/locker/#`` overrides what the per-locker patterns would grant its user
+    name (which starts with ``_``, so no locker can have it anyway).
 ``mosquitto.conf``
     a listener with no anonymous access that uses the two files.
 
@@ -37,10 +41,12 @@ from sqlalchemy import select
 from controller.db.models import Locker
 from controller.domain.errors import InvalidRequest
 from controller.services.context import Context
-from protocol.topics import DOWNLINK, UPLINK
+from protocol.topics import DOWNLINK, UPLINK, TopicLayout
 
 HASH_ROUNDS = 101
 """What ``mosquitto_passwd`` uses for ``$7$`` hashes."""
+PROVISIONING_USER = "_provisioning"
+"""The fleet-wide broker identity of unprovisioned lockers (not a possible locker id)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,20 @@ def render_acl(root: str, controller_user: str) -> str:
     ]
     lines += [f"pattern write {root}/locker/%u/{channel.value}" for channel in UPLINK]
     lines += [f"pattern read {root}/locker/%u/{channel.value}" for channel in DOWNLINK]
-    lines += ["", f"user {controller_user}", f"topic readwrite {root}/#", ""]
+    layout = TopicLayout(root)
+    lines += [
+        "",
+        f"user {controller_user}",
+        f"topic readwrite {root}/#",
+        "",
+        "# Unprovisioned lockers: ask for provisioning, read the (sealed) answers, nothing else",
+        "# (the deny overrides what the locker patterns above would grant this user name).",
+        f"user {PROVISIONING_USER}",
+        f"topic deny {root}/locker/#",
+        f"topic write {layout.all_provision_requests()}",
+        f"topic read {layout.all_provision_responses()}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -127,7 +146,12 @@ async def write_mosquitto(
         ).all()
     if any(locker_id == controller_user for locker_id, _ in lockers):
         raise InvalidRequest(f"a locker is named {controller_user!r}, like the controller's user")
-    entries = [f"{controller_user}:{mosquitto_hash(controller_password)}"]
+    if controller_user == PROVISIONING_USER:
+        raise InvalidRequest(f"the controller's broker user cannot be {PROVISIONING_USER!r}")
+    entries = [
+        f"{controller_user}:{mosquitto_hash(controller_password)}",
+        f"{PROVISIONING_USER}:{mosquitto_hash(ctx.keys.provisioning_password())}",
+    ]
     entries += [
         f"{locker_id}:{mosquitto_hash(ctx.keys.mqtt_password(locker_id, generation))}"
         for locker_id, generation in lockers

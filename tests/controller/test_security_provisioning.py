@@ -62,7 +62,7 @@ async def test_a_token_is_traded_once_for_the_lockers_credentials(
     assert again.json()["error"]["code"] == "invalid_provisioning_token"
     async with runtime.db.reader() as session:
         actions = list(await session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)))
-    assert actions[-2:] == ["provisioning_token_issued", "provisioned"]
+    assert actions[-3:] == ["provisioning_token_issued", "provisioned", "provisioning_refused"]
 
 
 @pytest.mark.parametrize("role", ["courier", "agent", "operator"])

@@ -63,11 +63,15 @@ from protocol.messages import (
     CodeStaging,
     Command,
     CompartmentState,
+    LockerCredentials,
     Outcome,
+    ProvisionRefusal,
+    ProvisionResponse,
     RequestRebirth,
     SeqRange,
 )
-from protocol.topics import CHANNEL_OF_TYPE, DELIVERY, Channel
+from protocol.provisioning import mac_input, open_response, refusal, seal_credentials
+from protocol.topics import CHANNEL_OF_TYPE, DELIVERY, PROVISIONING, Channel, TopicLayout
 from tests.protocol.protocol_strategies import FAST, messages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,6 +284,7 @@ def _table_classes() -> dict[str, type[Any]]:
             "code_staging": CodeStaging,
             "code_entry": CodeEntry,
             "seq_range": SeqRange,
+            "locker_credentials": LockerCredentials,
         }
     )
     return classes
@@ -401,6 +406,74 @@ def test_replay_window_vector() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _h(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def test_provisioning_vector_recomputed_from_the_formulas_of_the_document() -> None:
+    """§8.8 by hand (no protocol.provisioning): keys, keystream, sealed bytes and MAC."""
+    inputs = key_values(vector("provision-inputs"))
+    keys = key_values(vector("provision-keys"))
+    plaintext = vector("provision-plaintext").encode("ascii")
+    response = json.loads(vector("provision-response"))
+    token, locker_id, request_id = inputs["token"], inputs["locker_id"], inputs["request_id"]
+    nonce = bytes.fromhex(inputs["nonce"])
+
+    base = _h(token.encode(), f"lockerfleet/v1/provision\n{locker_id}\n{request_id}".encode())
+    k_enc, k_mac = _h(base, b"enc"), _h(base, b"mac")
+    assert (k_enc.hex(), k_mac.hex()) == (keys["K_enc"], keys["K_mac"])
+    stream = b"".join(_h(k_enc, nonce + i.to_bytes(4, "big")) for i in range(9))
+    sealed = bytes(p ^ k for p, k in zip(plaintext, stream, strict=False))
+    assert len(plaintext) == 273 and sealed.hex() == response["sealed"]
+    documented_input = vector("provision-mac-input").encode("ascii")
+    body = {k: v for k, v in response.items() if k != "mac"}
+    assert signing_input(b"lockerfleet/v1/provision_response\n", body) == documented_input
+    assert _h(k_mac, documented_input).hex() == response["mac"]
+    assert json.loads(plaintext)["command_key"] == vector("hmac-key").strip()
+
+
+def test_provisioning_vector_is_what_the_reference_implementation_seals_and_opens() -> None:
+    inputs = key_values(vector("provision-inputs"))
+    token, locker_id = inputs["token"], inputs["locker_id"]
+    documented = decode_any(vector("provision-response").encode())
+    assert isinstance(documented, ProvisionResponse)
+    credentials = open_response(
+        documented, token=token, locker_id=locker_id, request_id=inputs["request_id"]
+    )
+    assert isinstance(credentials, LockerCredentials)
+    assert mac_input(documented) == vector("provision-mac-input").encode("ascii")
+    again = seal_credentials(
+        credentials, token=token, locker_id=locker_id, request_id=inputs["request_id"],
+        nonce=bytes.fromhex(inputs["nonce"]), ts=documented.ts,
+    )  # fmt: skip
+    assert again == documented
+
+    refused = decode_any(vector("provision-refusal").encode())
+    assert isinstance(refused, ProvisionResponse)
+    assert refused == refusal(
+        ProvisionRefusal.INVALID_TOKEN, token=token, locker_id=locker_id,
+        request_id=refused.request_id, nonce=bytes.fromhex(refused.nonce), ts=refused.ts,
+    )  # fmt: skip
+    assert (
+        open_response(refused, token=token, locker_id=locker_id, request_id=refused.request_id)
+        is ProvisionRefusal.INVALID_TOKEN
+    )
+
+
+def test_the_provisioning_topic_table_of_the_document_matches_protocol_topics() -> None:
+    rows = re.findall(
+        r"^\| `\{root\}/provision/\{locker_id\}/(\w+)` \| `(\w+)` \| locker (\w+) \| (\d) \| (\w+)",
+        DOC,
+        flags=re.MULTILINE,
+    )
+    layout = TopicLayout("lf/v1")
+    assert rows == [
+        ("request", "provision_request", "publishes", str(PROVISIONING.qos), "no"),
+        ("response", "provision_response", "subscribes", str(PROVISIONING.qos), "no"),
+    ]
+    assert layout.provision_request("x").endswith("/request") and not PROVISIONING.retain
+
+
 def _spaced(n: int) -> str:
     return f"{n:,}".replace(",", " ")
 
@@ -459,4 +532,6 @@ def test_the_document_is_written_from_the_lockers_point_of_view() -> None:
         "cmd": "receive",
         "ack": "receive",
         "controllerPresence": "receive",
+        "provisionRequest": "send",
+        "provisionResponse": "receive",
     }

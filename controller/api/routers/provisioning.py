@@ -23,6 +23,12 @@ class TokenRequest(BaseModel):
 class RedeemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: str = Field(min_length=1, max_length=200)
+    locker_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The locker presenting the token (the bench tool sends it): a token issued "
+        "for another locker is then refused and stays unused.",
+    )
 
 
 class DecommissionIn(BaseModel):
@@ -49,7 +55,7 @@ async def issue(
     summary="Trade a provisioning token for the locker's credentials (once)",
 )
 async def redeem(body: RedeemIn, services: ServicesDep) -> Credentials:
-    return await services.provisioning.redeem(body.token)
+    return await services.provisioning.redeem(body.token, locker_id=body.locker_id, via="http")
 
 
 @router.post("/lockers/{locker_id}/decommission", status_code=204)
