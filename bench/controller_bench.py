@@ -760,6 +760,7 @@ async def _replica(kwargs: dict[str, Any], conn: Connection) -> None:
         "mean_batch": round(s.received / s.batches, 1) if s.batches else 0,
         "batch_seconds": round(s.batch_seconds, 2),
         "ack_seconds": round(s.ack_seconds, 2),
+        "deferred": s.deferred,
         "connects": s.connects,
     }
     await bounded(runtime.stop(), "stopping a replica")
@@ -895,7 +896,8 @@ async def ingest_without_mqtt(
 def print_ingest(phase: dict[str, Any]) -> None:
     shares = ", ".join(
         f"{r['instance']} stored {r['stored']} in {r['batches']} batches "
-        f"({r['batch_seconds']} s storing, {r['ack_seconds']} s acking)"
+        f"({r['batch_seconds']} s storing, {r['ack_seconds']} s acking, "
+        f"{r['deferred']} deferred)"
         for r in phase["replica_reports"]
     )
     pub = phase["publisher"]
