@@ -142,6 +142,8 @@ async def test_metrics_are_exposed_for_prometheus(
         "lockerfleet_events_ingested_total",
         "lockerfleet_events_duplicate_total",
         "lockerfleet_messages_rejected_total",
+        "lockerfleet_ingest_deferred_total",
+        "lockerfleet_ingest_batch_seconds_total",
         "lockerfleet_ingest_queue_depth",
         "# TYPE lockerfleet_commands gauge",
         "lockerfleet_open_command_latency_samples",

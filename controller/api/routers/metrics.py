@@ -84,6 +84,13 @@ def _bridge(s: BridgeStats, instance: str) -> Iterable[Metric]:
         ("lockerfleet_acks_published", "Acknowledgements published", s.acks_published),
         ("lockerfleet_commands_published", "Command publications", s.commands_published),
         ("lockerfleet_ingest_batches", "Ingest batches committed", s.batches),
+        (
+            "lockerfleet_ingest_deferred",
+            "Messages deferred: another replica held their locker",
+            s.deferred,
+        ),
+        ("lockerfleet_ingest_batch_seconds", "Time spent storing batches", s.batch_seconds),
+        ("lockerfleet_ack_seconds", "Time from publishing acks to their PUBACKs", s.ack_seconds),
     )
     for name, doc, value in counters:
         family = CounterMetricFamily(name, doc, labels=["instance"])
