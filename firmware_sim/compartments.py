@@ -22,12 +22,14 @@ compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_sim.cabinet import Cabinet, CompartmentHardware
+from firmware_sim.cabinet import Cabinet, CompartmentHardware, Compartments, layout_index
 from firmware_sim.door import LOCK_ACTUATION_MS, DoorEffect, DoorInput, DoorPhase, door_step
 from firmware_sim.settings import Settings
+from firmware_sim.spec import CompartmentSpec
 from firmware_sim.store import NonVolatile, NvStore
 from firmware_sim.uplink import Uplink
 from protocol.messages import (
@@ -53,6 +55,8 @@ from protocol.messages import (
 
 TEMPERATURE_DEBOUNCE_MS = 5 * 60_000
 """How long a chilled compartment must stay out of (or back in) range before it is reported."""
+REPORTED_STATES = 16_384
+"""How many distinct compartment states (as reported in births) are kept for reuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +97,38 @@ class CompartmentFirmware:
     """Since when the temperature has been on the other side of the range from the alarm."""
 
     def state(self, now_ms: int, in_service: bool) -> CompartmentState:
-        """Return this compartment as reported in a birth."""
-        unlocked = self.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
+        """Return this compartment as reported in a birth (a value shared between lockers)."""
         temperature = self.hw.deci_celsius(now_ms)
-        return CompartmentState(
-            id=self.id,
-            size=self.hw.spec.size,
-            temperature=self.hw.spec.temperature,
-            door=DoorState.OPEN if self.phase is DoorPhase.OPEN else DoorState.CLOSED,
-            lock=LockState.RELEASED if unlocked else LockState.LOCKED,
-            occupied=self.occupied,
-            in_service=in_service,
-            deci_celsius=None if temperature is None else max(-500, min(1000, temperature)),
+        return _reported(
+            self.hw.spec,
+            self.phase,
+            self.occupied,
+            in_service,
+            None if temperature is None else max(-500, min(1000, temperature)),
         )
+
+
+@functools.lru_cache(maxsize=REPORTED_STATES)
+def _reported(
+    spec: CompartmentSpec,
+    phase: DoorPhase,
+    occupied: bool,
+    in_service: bool,
+    deci_celsius: int | None,
+) -> CompartmentState:
+    """The :class:`CompartmentState` for these readings. Births repeat the same few states
+    of the same few layouts, so they are built (and validated) once and shared."""
+    unlocked = phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
+    return CompartmentState(
+        id=spec.id,
+        size=spec.size,
+        temperature=spec.temperature,
+        door=DoorState.OPEN if phase is DoorPhase.OPEN else DoorState.CLOSED,
+        lock=LockState.RELEASED if unlocked else LockState.LOCKED,
+        occupied=occupied,
+        in_service=in_service,
+        deci_celsius=deci_celsius,
+    )
 
 
 Answer = Callable[[str, ResultStatus, Outcome, str], None]
@@ -135,22 +158,32 @@ class Doors:
         self.notify = notify
         self.now = clock
         """Monotonic time for the door timers (a clock fault does not step it)."""
-        self.states: dict[str, CompartmentFirmware] = {}
+        self.layout = layout_index(cabinet.spec.compartments)
+        self.states: Compartments[CompartmentFirmware] = Compartments(self.layout, self._untouched)
+        """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: set[str] = set()
         self.chilled: list[CompartmentFirmware] = []
         now = clock()
-        for cid, hw in cabinet.compartments.items():
+        # A compartment whose hardware was never touched is in its factory state (door shut,
+        # empty, sensors fine): what the firmware reads at boot is what _untouched() assumes,
+        # so its state is made only once something happens to it. The others are read now.
+        for hw in cabinet.compartments.made():
             hw.pops_at = None  # a release in progress died with the old boot: the latch holds
-            door_open = hw.door_reading()
-            phase = DoorPhase.OPEN if door_open else DoorPhase.LOCKED
-            state = CompartmentFirmware(cid, hw, phase, hw.occupancy_reading())
-            self.states[cid] = state
-            if hw.chilled:
-                self.chilled.append(state)
-            if door_open:
+            state = self.states[hw.spec.id]
+            state.occupied = hw.occupancy_reading()
+            if hw.door_reading():
+                state.phase = DoorPhase.OPEN
                 state.opened_at = now
                 self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
-            self.supervise(cid)
+            self.supervise(state.id)
+
+    def _untouched(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
+        """The firmware's state of a compartment as it reads untouched hardware at boot."""
+        hw = self.cabinet.compartments[spec.id]
+        state = CompartmentFirmware(spec.id, hw, DoorPhase.LOCKED, False)
+        if hw.chilled:
+            self.chilled.append(state)
+        return state
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -159,10 +192,17 @@ class Doors:
 
     def inventory(self) -> tuple[CompartmentState, ...]:
         now = self.now()
-        return tuple(s.state(now, self.in_service(s)) for s in self.states.values())
+        peek = self.states.peek
+        out_of_service = self.nv.out_of_service
+        return tuple(
+            _reported(spec, DoorPhase.LOCKED, False, cid not in out_of_service, None)
+            if (state := peek(cid)) is None
+            else state.state(now, self.in_service(state))
+            for cid, (_, spec) in self.layout.items()
+        )
 
     def doors_open(self) -> int:
-        return sum(1 for s in self.states.values() if s.phase is DoorPhase.OPEN)
+        return sum(1 for s in self.states.made() if s.phase is DoorPhase.OPEN)
 
     def next_deadline(self) -> int | None:
         best: int | None = None
