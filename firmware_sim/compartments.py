@@ -161,7 +161,8 @@ class Doors:
         self.layout = layout_index(cabinet.spec.compartments)
         self.states: Compartments[CompartmentFirmware] = Compartments(self.layout, self._untouched)
         """The firmware's state of each compartment, made when first needed (see below)."""
-        self.timed: set[str] = set()
+        self.timed: dict[str, None] = {}
+        """The compartments with a timer or spring under way (a dict as an ordered set)."""
         self.chilled: list[CompartmentFirmware] = []
         now = clock()
         # A compartment whose hardware was never touched is in its factory state (door shut,
@@ -218,9 +219,9 @@ class Doors:
     def _set_deadline(self, state: CompartmentFirmware, deadline: int | None) -> None:
         state.deadline = deadline
         if deadline is None and state.hw.pops_at is None:
-            self.timed.discard(state.id)
+            self.timed.pop(state.id, None)
         else:
-            self.timed.add(state.id)
+            self.timed[state.id] = None
 
     def step(
         self, state: CompartmentFirmware, given: DoorInput, request: ReleaseRequest | None = None
@@ -346,7 +347,7 @@ class Doors:
                 else:
                     self._set_deadline(state, None)
             if state.deadline is None and hw.pops_at is None:
-                self.timed.discard(cid)
+                self.timed.pop(cid, None)
 
     def sample_temperatures(self, now: int) -> None:
         """Compare chilled compartments with the configured range; report excursions that

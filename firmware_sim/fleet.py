@@ -292,10 +292,9 @@ class MqttFleet:
         state = session.state
         if state is LinkState.CONNECTED:
             client = session.client
-            topics = session.topics
             published = False
             for out in locker.take_outgoing():
-                info = client.publish(topics[out.channel], out.payload, out.qos, out.retain)
+                info = client.publish(session.topic(out.channel), out.payload, out.qos, out.retain)
                 published = True
                 self.counts["publishes"] += 1
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -349,7 +348,7 @@ class MqttFleet:
         locker = session.locker
         will = locker.last_will()
         client = session.client
-        client.will_set(session.topics[will.channel], will.payload, will.qos, will.retain)
+        client.will_set(session.topic(will.channel), will.payload, will.qos, will.retain)
         session.state = LinkState.CONNECTING
         session.attempt += 1
         attempt = session.attempt

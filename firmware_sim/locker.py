@@ -109,6 +109,10 @@ class Locker:
     def settings(self) -> Settings:
         return self.nv.settings or self.factory_settings
 
+    def current_settings(self) -> Settings:
+        """The settings in force (for the parts that ask for them when they need them)."""
+        return self.nv.settings or self.factory_settings
+
     @property
     def boot_id(self) -> int:
         return self.nv.boot_id
@@ -147,12 +151,13 @@ class Locker:
         self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
         self._battery_alarm: tuple[int, int] | None = None
+        settings = self.current_settings
         self.doors = Doors(
             self.cabinet,
             nv,
             self.store,
             self.uplink,
-            lambda: self.settings,
+            settings,
             lambda *answer: self.commands.answer_open(*answer),
             self._released,
             self._now,
@@ -165,7 +170,7 @@ class Locker:
             uplink=self.uplink,
             doors=self.doors,
             screen=self._screen,
-            settings=lambda: self.settings,
+            settings=settings,
             rtc=self.rtc_ms,
             clock=self._now,
             counters=self.counters,
