@@ -199,6 +199,14 @@ class Compartments(Mapping[str, V]):
 class Cabinet:
     """The physical locker of one :class:`LockerSpec`."""
 
+    __slots__ = (
+        "clock_skew_ms",
+        "compartments",
+        "power",
+        "salt",
+        "spec",
+    )
+
     def __init__(self, spec: LockerSpec, now_ms: int) -> None:
         self.spec = spec
         self.salt = sum(spec.locker_id.encode())

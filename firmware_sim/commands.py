@@ -56,6 +56,24 @@ _DEPOSIT_PURPOSES = {OpenPurpose.DEPOSIT, OpenPurpose.DROPOFF}
 class CommandDesk:
     """Checks and executes the commands of one boot of one locker."""
 
+    __slots__ = (
+        "_recent_opens",
+        "birth",
+        "clock",
+        "command_key",
+        "counters",
+        "doors",
+        "locker_id",
+        "nv",
+        "reboot_at",
+        "rtc",
+        "screen",
+        "settings",
+        "settings_changed",
+        "store",
+        "uplink",
+    )
+
     def __init__(
         self,
         *,

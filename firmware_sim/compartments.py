@@ -138,6 +138,21 @@ Answer = Callable[[str, ResultStatus, Outcome, str], None]
 class Doors:
     """Runs the door machines of one locker for one boot."""
 
+    __slots__ = (
+        "answer",
+        "cabinet",
+        "chilled",
+        "layout",
+        "notify",
+        "now",
+        "nv",
+        "settings",
+        "states",
+        "store",
+        "timed",
+        "uplink",
+    )
+
     def __init__(
         self,
         cabinet: Cabinet,

@@ -26,6 +26,7 @@ Tests, the CLI and the controller's scenario runner use the thread-safe calls: :
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import random
 import socket
@@ -138,11 +139,14 @@ class MqttFleet:
         client.on_subscribe = self._on_subscribe
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
-        locker.on_change = lambda: self._dirty.add(session)
+        locker.on_change = functools.partial(self._changed, session)
         if options.attendant is not None:
             self.people.attend(locker, options.attendant)
         self.sessions[spec.locker_id] = session
         self._misc_order.append(session)
+
+    def _changed(self, session: LockerSession) -> None:
+        self._dirty.add(session)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -300,6 +304,8 @@ class MqttFleet:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self.counts["publish_errors"] += 1
                 elif out.qos:
+                    if session.pending_mids is None:
+                        session.pending_mids = set()
                     session.pending_mids.add(info.mid)
             if not locker.link_wanted or locker.boot_id != session.link_boot:
                 if published:  # a goodbye first (written at the end of this turn), then drop
@@ -455,7 +461,7 @@ class MqttFleet:
         self, client: mqtt.Client, session: LockerSession, _flags: Any, _reason: Any, _p: Any
     ) -> None:
         client.drop_out_messages()  # the locker's own buffer replays what matters
-        session.pending_mids.clear()
+        session.pending_mids = None
         previous = session.state
         if previous is LinkState.HANDSHAKE:
             self._outstanding -= 1
@@ -482,6 +488,9 @@ class MqttFleet:
     def _on_publish(
         self, client: mqtt.Client, session: LockerSession, mid: int, _reason: Any, _p: Any
     ) -> None:
-        if mid in session.pending_mids:
-            session.pending_mids.discard(mid)
+        pending = session.pending_mids
+        if pending is not None and mid in pending:
+            pending.discard(mid)
+            if not pending:
+                session.pending_mids = None
             self.counts["pubacks"] += 1

@@ -49,10 +49,12 @@ from protocol.messages import (
     Birth,
     CodeRejected,
     DoorCause,
+    Outcome,
     Pickup,
     PowerChanged,
     PowerSource,
     PresenceState,
+    ResultStatus,
     Sensor,
     Telemetry,
     TemperatureReading,
@@ -62,6 +64,34 @@ from protocol.topics import Channel
 
 class Locker:
     """The firmware of one locker, and the physical locker around it."""
+
+    __slots__ = (
+        "_battery_alarm",
+        "_farewell",
+        "_keypad",
+        "_monotonic",
+        "_next_heartbeat",
+        "_phase_ms",
+        "_reboot_at",
+        "_screen",
+        "booted_at",
+        "cabinet",
+        "clock",
+        "commands",
+        "counters",
+        "doors",
+        "factory_settings",
+        "limits",
+        "link_blocks",
+        "locker_id",
+        "nv",
+        "observers",
+        "on_change",
+        "powered",
+        "spec",
+        "store",
+        "uplink",
+    )
 
     def __init__(
         self,
@@ -76,6 +106,8 @@ class Locker:
         self.spec = spec
         self.locker_id = spec.locker_id
         self.clock = clock
+        self._monotonic = clock.now_ms
+        """The injected clock's reading, one bound method shared by the parts of each boot."""
         self.store: NvStore = store if store is not None else MemoryStore()
         self.factory_settings = settings or Settings()
         self.limits = limits or OutboxLimits()
@@ -141,8 +173,9 @@ class Locker:
         self.store.commit(nv)
         self.powered = True
         self.counters["boots"] += 1
+        rtc, monotonic = self.rtc_ms, self._monotonic
         self.uplink = Uplink(
-            self.locker_id, nv, self.store, self.limits, self.rtc_ms, self._now, self.counters
+            self.locker_id, nv, self.store, self.limits, rtc, monotonic, self.counters
         )
         self.uplink.report_drops()  # forgets a record an earlier boot could not report
         self._screen = Screen()
@@ -158,9 +191,9 @@ class Locker:
             self.store,
             self.uplink,
             settings,
-            lambda *answer: self.commands.answer_open(*answer),
+            self._answer_open,
             self._released,
-            self._now,
+            monotonic,
         )
         self.commands = CommandDesk(
             locker_id=self.locker_id,
@@ -171,8 +204,8 @@ class Locker:
             doors=self.doors,
             screen=self._screen,
             settings=settings,
-            rtc=self.rtc_ms,
-            clock=self._now,
+            rtc=rtc,
+            clock=monotonic,
             counters=self.counters,
             birth=self._birth,
             reboot_at=self._schedule_reboot,
@@ -243,6 +276,11 @@ class Locker:
             compartments=self.doors.inventory(),
             code_staging=codes.staging(),
         )
+
+    def _answer_open(
+        self, command_id: str, status: ResultStatus, outcome: Outcome, compartment: str
+    ) -> None:
+        self.commands.answer_open(command_id, status, outcome, compartment)
 
     def _schedule_reboot(self, at_ms: int) -> None:
         self._reboot_at = at_ms

@@ -53,6 +53,16 @@ class OutboxLimits:
 class Outbox:
     """Sending, resending and acknowledging the messages in ``entries``."""
 
+    __slots__ = (
+        "_in_flight",
+        "_refilled",
+        "_starved",
+        "_tokens",
+        "entries",
+        "limits",
+        "retransmissions",
+    )
+
     def __init__(self, entries: dict[tuple[int, int], Buffered], limits: OutboxLimits) -> None:
         self.entries = entries
         self.limits = limits

@@ -119,7 +119,8 @@ class LockerSession:
         self.attempt = 0
         self.link_boot = 0
         self.connected_once = False
-        self.pending_mids: set[int] = set()
+        self.pending_mids: set[int] | None = None
+        """Message ids of QoS 1 publishes awaiting their PUBACK (None: none yet)."""
         self.subscription: int | None = None
 
     def topic(self, channel: Channel) -> str:

@@ -83,6 +83,8 @@ class NvStore(Protocol):
 class MemoryStore:
     """Non-volatile memory that lives as long as the simulator process."""
 
+    __slots__ = ("state",)
+
     def __init__(self) -> None:
         self.state: NonVolatile | None = None
 
