@@ -44,7 +44,7 @@ from firmware_sim.clock import Clock, ScaledClock, SystemClock
 from firmware_sim.faults import Fault, FaultInjector, FaultPlan
 from firmware_sim.locker import Locker
 from firmware_sim.netloop import LoopClient, NetLoop
-from firmware_sim.people import People
+from firmware_sim.people import Attendant, People
 from firmware_sim.session import FleetOptions, FleetStats, LinkState, LockerSession
 from firmware_sim.spec import LockerSpec
 from firmware_sim.store import MemoryStore
@@ -104,6 +104,11 @@ class MqttFleet:
         self._outage_until = 0
         self._misc_order: list[LockerSession] = []
         self._misc_index = 0
+        self._attendant = (
+            None
+            if self.options.attendant is None
+            else Attendant(self.people, self.options.attendant)
+        )
         for spec in specs:
             self._add(spec)
         self.lockers = {lid: s.locker for lid, s in self.sessions.items()}
@@ -140,8 +145,8 @@ class MqttFleet:
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
         locker.on_change = functools.partial(self._changed, session)
-        if options.attendant is not None:
-            self.people.attend(locker, options.attendant)
+        if self._attendant is not None:
+            locker.observers.append(self._attendant)  # one for all: it keeps no state
         self.sessions[spec.locker_id] = session
         self._misc_order.append(session)
 
@@ -318,7 +323,7 @@ class MqttFleet:
         deadline = locker.next_deadline_ms()
         if deadline is not None and deadline != session.deadline:
             session.deadline = deadline
-            self.loop.at(deadline, lambda: self._tick(session, deadline))
+            self.loop.at(deadline, functools.partial(self._tick, session, deadline))
         elif deadline is None:
             session.deadline = None
 

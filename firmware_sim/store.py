@@ -53,7 +53,7 @@ class DropRecord:
     last_seq: int
 
 
-@dataclass
+@dataclass(slots=True)
 class NonVolatile:
     """Everything the locker keeps across reboots."""
 
