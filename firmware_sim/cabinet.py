@@ -17,7 +17,7 @@ since their temperature is sampled at every heartbeat.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -194,6 +194,10 @@ class Compartments(Mapping[str, V]):
         """Return the items made so far, in layout order."""
         made = self._made
         return [made[label] for label in self._index if label in made]
+
+    def each_made(self) -> Collection[V]:
+        """Return the items made so far, in the order they were made (a live view)."""
+        return self._made.values()
 
 
 class Cabinet:

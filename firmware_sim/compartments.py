@@ -22,6 +22,7 @@ compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from protocol.messages import (
     SensorFault,
     SensorRecovered,
     TemperatureExcursion,
+    TemperatureReading,
     TemperatureRestored,
 )
 
@@ -108,6 +110,23 @@ class CompartmentFirmware:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _untouched_states(layout: tuple[CompartmentSpec, ...]) -> tuple[CompartmentState, ...]:
+    """Every compartment of ``layout`` in its factory state (one shared tuple per layout)."""
+    return tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+
+
+def _out_of_service(state: CompartmentState) -> CompartmentState:
+    """An untouched compartment's state, but out of service."""
+    return dataclasses.replace(state, in_service=False)
+
+
+@functools.lru_cache(maxsize=REPORTED_STATES)
+def _reading(compartment: str, deci_celsius: int) -> TemperatureReading:
+    """A temperature as reported in telemetry (shared: the same few values recur)."""
+    return TemperatureReading(compartment, deci_celsius)
+
+
 @functools.lru_cache(maxsize=REPORTED_STATES)
 def _reported(
     spec: CompartmentSpec,
@@ -150,6 +169,7 @@ class Doors:
         "states",
         "store",
         "timed",
+        "untouched",
         "uplink",
     )
 
@@ -174,6 +194,8 @@ class Doors:
         self.now = clock
         """Monotonic time for the door timers (a clock fault does not step it)."""
         self.layout = layout_index(cabinet.spec.compartments)
+        self.untouched = _untouched_states(cabinet.spec.compartments)
+        """How a birth reports each compartment while nothing has happened to it."""
         self.states: Compartments[CompartmentFirmware] = Compartments(self.layout, self._untouched)
         """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: dict[str, None] = {}
@@ -207,18 +229,28 @@ class Doors:
         return state.door_sensor_ok and state.id not in self.nv.out_of_service
 
     def inventory(self) -> tuple[CompartmentState, ...]:
+        """Return every compartment as reported in a birth, in layout order."""
+        out_of_service = self.nv.out_of_service
+        if not out_of_service and not self.states.each_made():
+            return self.untouched  # nothing has happened to any compartment
         now = self.now()
         peek = self.states.peek
-        out_of_service = self.nv.out_of_service
         return tuple(
-            _reported(spec, DoorPhase.LOCKED, False, cid not in out_of_service, None)
+            (untouched if cid not in out_of_service else _out_of_service(untouched))
             if (state := peek(cid)) is None
             else state.state(now, self.in_service(state))
-            for cid, (_, spec) in self.layout.items()
+            for cid, untouched in zip(self.layout, self.untouched, strict=True)
         )
 
     def doors_open(self) -> int:
-        return sum(1 for s in self.states.made() if s.phase is DoorPhase.OPEN)
+        return sum(1 for s in self.states.each_made() if s.phase is DoorPhase.OPEN)
+
+    def temperatures(self, now_ms: int) -> tuple[TemperatureReading, ...]:
+        """Return the temperature of every chilled compartment, as reported in telemetry."""
+        return tuple(
+            _reading(s.id, max(-500, min(1000, s.hw.deci_celsius(now_ms) or 0)))
+            for s in self.chilled
+        )
 
     def next_deadline(self) -> int | None:
         best: int | None = None

@@ -57,7 +57,6 @@ from protocol.messages import (
     ResultStatus,
     Sensor,
     Telemetry,
-    TemperatureReading,
 )
 from protocol.topics import Channel
 
@@ -574,10 +573,7 @@ class Locker:
         if not self.uplink.connected:
             return
         power = self.cabinet.power
-        temperatures = tuple(
-            TemperatureReading(s.id, max(-500, min(1000, s.hw.deci_celsius(now) or 0)))
-            for s in self.doors.chilled
-        )
+        temperatures = self.doors.temperatures(now)
         self.uplink.telemetry(
             Telemetry(
                 locker_id=self.locker_id,
