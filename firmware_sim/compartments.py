@@ -15,6 +15,11 @@ Sensors are supervised: a stuck door or occupancy sensor is flagged by its self-
 compartment whose door sensor is faulty, or which jammed, is out of service; a jammed one comes
 back once a technician has opened and shut it with the service key (protocol §10).
 
+A compartment's state is made when something first happens to it (:attr:`Doors.states` makes
+it on demand): until then it is in the factory state, which is what the firmware would read
+from untouched hardware at boot, and a birth reports it from one tuple shared by every locker
+of the layout.
+
 Chilled compartments are sampled at every heartbeat: ``temperature_excursion`` once a
 compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without interruption,
 ``temperature_restored`` once it has been back in range as long (protocol §7.3.11-12).
@@ -196,15 +201,18 @@ class Doors:
         self.layout = layout_index(cabinet.spec.compartments)
         self.untouched = _untouched_states(cabinet.spec.compartments)
         """How a birth reports each compartment while nothing has happened to it."""
-        self.states: Compartments[CompartmentFirmware] = Compartments(self.layout, self._untouched)
+        self.states: Compartments[CompartmentFirmware] = Compartments(
+            self.layout, self._factory_state
+        )
         """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: dict[str, None] = {}
         """The compartments with a timer or spring under way (a dict as an ordered set)."""
         self.chilled: list[CompartmentFirmware] = []
         now = clock()
         # A compartment whose hardware was never touched is in its factory state (door shut,
-        # empty, sensors fine): what the firmware reads at boot is what _untouched() assumes,
-        # so its state is made only once something happens to it. The others are read now.
+        # empty, sensors fine): what the firmware reads at boot is what _factory_state()
+        # assumes, so its state is made only once something happens to it. The others are
+        # read now.
         for hw in cabinet.compartments.made():
             hw.pops_at = None  # a release in progress died with the old boot: the latch holds
             state = self.states[hw.spec.id]
@@ -215,7 +223,7 @@ class Doors:
                 self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
             self.supervise(state.id)
 
-    def _untouched(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
+    def _factory_state(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
         """The firmware's state of a compartment as it reads untouched hardware at boot."""
         hw = self.cabinet.compartments[spec.id]
         state = CompartmentFirmware(spec.id, hw, DoorPhase.LOCKED, False)
