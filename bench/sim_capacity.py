@@ -17,18 +17,21 @@ child process, it measures:
   births and events (:mod:`sim_acker`; ``--no-ack`` leaves them unacknowledged, so they are
   resent with backoff).
 
-For each: the time from start until every client had its CONNACK (counted on the client side),
-the CPU used to get there, the resident memory per client over the process's base, and the CPU
-share of one core at steady state (after ``--settle`` seconds, over ``--window`` seconds,
-sampled every 5 s: the median sample and the window's mean), plus the broker's CPU over the
-same window. It prints medians over the repeats and the ratios sim/bare, and writes everything
-to ``--out`` (JSON). With ``--processes K`` it then runs ``--mp-lockers`` lockers split over K
-child processes at once, to see how far one machine goes.
+Both build their clients and then call ``gc.freeze()``, as the fleet runner
+(:func:`firmware_sim.runner.run_fleet`) does, so that full collections do not walk objects that
+live as long as the process. For each: the time from start until every client had its CONNACK
+(counted on the client side), the CPU used to get there, the resident memory per client over
+the process's base, and the CPU share of one core at steady state (after ``--settle`` seconds,
+over ``--window`` seconds, sampled every 5 s: the median sample and the window's mean), plus the
+broker's CPU over the same window. It prints medians over the repeats and the ratios sim/bare,
+and writes everything to ``--out`` (JSON). With ``--processes K`` it then runs ``--mp-lockers``
+lockers split over K child processes at once, to see how far one machine goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -85,6 +88,7 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
         specs = generate_fleet(args.lockers, SEED, prefix=args.prefix)
         options = FleetOptions(topic_root=ROOT, connect_window=args.connect_window, seed=SEED)
         fleet = MqttFleet(specs, BrokerAddress("127.0.0.1", args.port), options)
+    gc.freeze()  # as the fleet runner does: the clients live as long as the process
     build_s = time.monotonic() - built
     cpu_built = time.process_time()
     fleet.start()

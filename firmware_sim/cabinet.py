@@ -7,11 +7,19 @@ at one reading, a failed cooling unit, a mains cut, a drifting clock. The firmwa
 
 Continuous quantities (temperature, battery charge, signal strength) are functions of time
 rather than simulated step by step, so ten thousand idle lockers cost nothing between samples.
+
+Compartments are made when first touched (:class:`Compartments`): until then an ambient
+compartment is in its factory state (door shut, nothing inside, no fault) and takes no memory,
+which is what most compartments of a fleet are most of the time. Chilled ones are made at once,
+since their temperature is sampled at every heartbeat.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from firmware_sim.spec import CompartmentSpec, LockerSpec
 from protocol.messages import PowerSource, TemperatureClass
@@ -25,6 +33,9 @@ BATTERY_RECHARGE_MS = 2 * 3600 * 1000
 """Time the charger needs to fill an empty battery."""
 BATTERY_THRESHOLDS = (20, 10)
 """Charge levels (%) whose crossing on battery the firmware reports with power_changed."""
+
+
+V = TypeVar("V")
 
 
 class PhysicalActionError(Exception):
@@ -132,18 +143,88 @@ class PowerSupply:
         return self.changed_at + int((self.level_pct - pct) * self.backup_s * 10)
 
 
+@functools.lru_cache(maxsize=1024)
+def layout_index(layout: tuple[CompartmentSpec, ...]) -> Mapping[str, tuple[int, CompartmentSpec]]:
+    """Return ``{label: (position, spec)}`` for a layout, in layout order (one shared mapping
+    per distinct layout, however many lockers have it)."""
+    return {c.id: (i, c) for i, c in enumerate(layout)}
+
+
+class Compartments(Mapping[str, V]):
+    """One ``V`` per compartment of a layout, made by ``make(position, spec)`` when first
+    asked for.
+
+    It reads as a mapping from label to ``V`` in layout order; asking for an item (``[]``,
+    ``get``, ``items()``, ``values()``) makes it if need be. :meth:`peek` and :meth:`made`
+    look without making anything; ``in``, ``len`` and iterating over the labels make nothing.
+    """
+
+    __slots__ = ("_index", "_made", "_make")
+
+    def __init__(
+        self,
+        index: Mapping[str, tuple[int, CompartmentSpec]],
+        make: Callable[[int, CompartmentSpec], V],
+    ) -> None:
+        self._index = index
+        self._made: dict[str, V] = {}
+        self._make = make
+
+    def __getitem__(self, label: str) -> V:
+        item = self._made.get(label)
+        if item is None:
+            position, spec = self._index[label]  # KeyError for an unknown label
+            item = self._made[label] = self._make(position, spec)
+        return item
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def peek(self, label: str) -> V | None:
+        """Return the item of ``label`` if it has been made, else ``None``."""
+        return self._made.get(label)
+
+    def made(self) -> list[V]:
+        """Return the items made so far, in layout order."""
+        made = self._made
+        return [made[label] for label in self._index if label in made]
+
+    def each_made(self) -> Collection[V]:
+        """Return the items made so far, in the order they were made (a live view)."""
+        return self._made.values()
+
+
 class Cabinet:
     """The physical locker of one :class:`LockerSpec`."""
 
+    __slots__ = (
+        "clock_skew_ms",
+        "compartments",
+        "power",
+        "salt",
+        "spec",
+    )
+
     def __init__(self, spec: LockerSpec, now_ms: int) -> None:
-        salt = sum(spec.locker_id.encode())
         self.spec = spec
-        self.compartments = {
-            c.id: CompartmentHardware(c, salt + i) for i, c in enumerate(spec.compartments)
-        }
+        self.salt = sum(spec.locker_id.encode())
+        self.compartments: Compartments[CompartmentHardware] = Compartments(
+            layout_index(spec.compartments), self._make
+        )
+        for c in spec.compartments:
+            if c.temperature is TemperatureClass.CHILLED:
+                self.compartments.get(c.id)  # sampled at every heartbeat: made at once
         self.power = PowerSupply(spec.battery_backup_s, changed_at=now_ms)
         self.clock_skew_ms = 0
-        self.salt = salt
+
+    def _make(self, position: int, spec: CompartmentSpec) -> CompartmentHardware:
+        return CompartmentHardware(spec, self.salt + position)
 
     def compartment(self, compartment_id: str) -> CompartmentHardware:
         """Return the compartment; raises :class:`PhysicalActionError` for an unknown label."""

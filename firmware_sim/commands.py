@@ -18,7 +18,7 @@ never run twice, and its first result stays buffered until acknowledged). Every 
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 
 from firmware_sim.compartments import Doors, ReleaseRequest
@@ -56,6 +56,24 @@ _DEPOSIT_PURPOSES = {OpenPurpose.DEPOSIT, OpenPurpose.DROPOFF}
 class CommandDesk:
     """Checks and executes the commands of one boot of one locker."""
 
+    __slots__ = (
+        "_recent_opens",
+        "birth",
+        "clock",
+        "command_key",
+        "counters",
+        "doors",
+        "locker_id",
+        "nv",
+        "reboot_at",
+        "rtc",
+        "screen",
+        "settings",
+        "settings_changed",
+        "store",
+        "uplink",
+    )
+
     def __init__(
         self,
         *,
@@ -88,7 +106,8 @@ class CommandDesk:
         self.birth = birth
         self.reboot_at = reboot_at
         self.settings_changed = settings_changed
-        self._recent_opens: deque[int] = deque()
+        self._recent_opens: list[int] = []
+        """When the remote opens of the last minute happened (at most 20: a list is enough)."""
 
     def handle(self, payload: bytes) -> None:
         """Check a received command and execute it, refuse it, or ignore a repeat."""
@@ -163,7 +182,7 @@ class CommandDesk:
         now = self.clock()
         recent = self._recent_opens
         while recent and now - recent[0] >= OPEN_WINDOW_MS:
-            recent.popleft()
+            del recent[0]
         if len(recent) >= MAX_OPENS_PER_WINDOW:
             return False
         recent.append(now)

@@ -15,6 +15,11 @@ Sensors are supervised: a stuck door or occupancy sensor is flagged by its self-
 compartment whose door sensor is faulty, or which jammed, is out of service; a jammed one comes
 back once a technician has opened and shut it with the service key (protocol §10).
 
+A compartment's state is made when something first happens to it (:attr:`Doors.states` makes
+it on demand): until then it is in the factory state, which is what the firmware would read
+from untouched hardware at boot, and a birth reports it from one tuple shared by every locker
+of the layout.
+
 Chilled compartments are sampled at every heartbeat: ``temperature_excursion`` once a
 compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without interruption,
 ``temperature_restored`` once it has been back in range as long (protocol §7.3.11-12).
@@ -22,12 +27,15 @@ compartment has been out of range for :data:`TEMPERATURE_DEBOUNCE_MS` without in
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_sim.cabinet import Cabinet, CompartmentHardware
+from firmware_sim.cabinet import Cabinet, CompartmentHardware, Compartments, layout_index
 from firmware_sim.door import LOCK_ACTUATION_MS, DoorEffect, DoorInput, DoorPhase, door_step
 from firmware_sim.settings import Settings
+from firmware_sim.spec import CompartmentSpec
 from firmware_sim.store import NonVolatile, NvStore
 from firmware_sim.uplink import Uplink
 from protocol.messages import (
@@ -48,11 +56,14 @@ from protocol.messages import (
     SensorFault,
     SensorRecovered,
     TemperatureExcursion,
+    TemperatureReading,
     TemperatureRestored,
 )
 
 TEMPERATURE_DEBOUNCE_MS = 5 * 60_000
 """How long a chilled compartment must stay out of (or back in) range before it is reported."""
+REPORTED_STATES = 16_384
+"""How many distinct compartment states (as reported in births) are kept for reuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +104,55 @@ class CompartmentFirmware:
     """Since when the temperature has been on the other side of the range from the alarm."""
 
     def state(self, now_ms: int, in_service: bool) -> CompartmentState:
-        """Return this compartment as reported in a birth."""
-        unlocked = self.phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
+        """Return this compartment as reported in a birth (a value shared between lockers)."""
         temperature = self.hw.deci_celsius(now_ms)
-        return CompartmentState(
-            id=self.id,
-            size=self.hw.spec.size,
-            temperature=self.hw.spec.temperature,
-            door=DoorState.OPEN if self.phase is DoorPhase.OPEN else DoorState.CLOSED,
-            lock=LockState.RELEASED if unlocked else LockState.LOCKED,
-            occupied=self.occupied,
-            in_service=in_service,
-            deci_celsius=None if temperature is None else max(-500, min(1000, temperature)),
+        return _reported(
+            self.hw.spec,
+            self.phase,
+            self.occupied,
+            in_service,
+            None if temperature is None else max(-500, min(1000, temperature)),
         )
+
+
+@functools.lru_cache(maxsize=1024)
+def _untouched_states(layout: tuple[CompartmentSpec, ...]) -> tuple[CompartmentState, ...]:
+    """Every compartment of ``layout`` in its factory state (one shared tuple per layout)."""
+    return tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+
+
+def _out_of_service(state: CompartmentState) -> CompartmentState:
+    """An untouched compartment's state, but out of service."""
+    return dataclasses.replace(state, in_service=False)
+
+
+@functools.lru_cache(maxsize=REPORTED_STATES)
+def _reading(compartment: str, deci_celsius: int) -> TemperatureReading:
+    """A temperature as reported in telemetry (shared: the same few values recur)."""
+    return TemperatureReading(compartment, deci_celsius)
+
+
+@functools.lru_cache(maxsize=REPORTED_STATES)
+def _reported(
+    spec: CompartmentSpec,
+    phase: DoorPhase,
+    occupied: bool,
+    in_service: bool,
+    deci_celsius: int | None,
+) -> CompartmentState:
+    """The :class:`CompartmentState` for these readings. Births repeat the same few states
+    of the same few layouts, so they are built (and validated) once and shared."""
+    unlocked = phase in (DoorPhase.RELEASED, DoorPhase.OPEN)
+    return CompartmentState(
+        id=spec.id,
+        size=spec.size,
+        temperature=spec.temperature,
+        door=DoorState.OPEN if phase is DoorPhase.OPEN else DoorState.CLOSED,
+        lock=LockState.RELEASED if unlocked else LockState.LOCKED,
+        occupied=occupied,
+        in_service=in_service,
+        deci_celsius=deci_celsius,
+    )
 
 
 Answer = Callable[[str, ResultStatus, Outcome, str], None]
@@ -114,6 +161,22 @@ Answer = Callable[[str, ResultStatus, Outcome, str], None]
 
 class Doors:
     """Runs the door machines of one locker for one boot."""
+
+    __slots__ = (
+        "answer",
+        "cabinet",
+        "chilled",
+        "layout",
+        "notify",
+        "now",
+        "nv",
+        "settings",
+        "states",
+        "store",
+        "timed",
+        "untouched",
+        "uplink",
+    )
 
     def __init__(
         self,
@@ -135,22 +198,38 @@ class Doors:
         self.notify = notify
         self.now = clock
         """Monotonic time for the door timers (a clock fault does not step it)."""
-        self.states: dict[str, CompartmentFirmware] = {}
-        self.timed: set[str] = set()
+        self.layout = layout_index(cabinet.spec.compartments)
+        self.untouched = _untouched_states(cabinet.spec.compartments)
+        """How a birth reports each compartment while nothing has happened to it."""
+        self.states: Compartments[CompartmentFirmware] = Compartments(
+            self.layout, self._factory_state
+        )
+        """The firmware's state of each compartment, made when first needed (see below)."""
+        self.timed: dict[str, None] = {}
+        """The compartments with a timer or spring under way (a dict as an ordered set)."""
         self.chilled: list[CompartmentFirmware] = []
         now = clock()
-        for cid, hw in cabinet.compartments.items():
+        # A compartment whose hardware was never touched is in its factory state (door shut,
+        # empty, sensors fine): what the firmware reads at boot is what _factory_state()
+        # assumes, so its state is made only once something happens to it. The others are
+        # read now.
+        for hw in cabinet.compartments.made():
             hw.pops_at = None  # a release in progress died with the old boot: the latch holds
-            door_open = hw.door_reading()
-            phase = DoorPhase.OPEN if door_open else DoorPhase.LOCKED
-            state = CompartmentFirmware(cid, hw, phase, hw.occupancy_reading())
-            self.states[cid] = state
-            if hw.chilled:
-                self.chilled.append(state)
-            if door_open:
+            state = self.states[hw.spec.id]
+            state.occupied = hw.occupancy_reading()
+            if hw.door_reading():
+                state.phase = DoorPhase.OPEN
                 state.opened_at = now
                 self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
-            self.supervise(cid)
+            self.supervise(state.id)
+
+    def _factory_state(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
+        """The firmware's state of a compartment as it reads untouched hardware at boot."""
+        hw = self.cabinet.compartments[spec.id]
+        state = CompartmentFirmware(spec.id, hw, DoorPhase.LOCKED, False)
+        if hw.chilled:
+            self.chilled.append(state)
+        return state
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -158,11 +237,28 @@ class Doors:
         return state.door_sensor_ok and state.id not in self.nv.out_of_service
 
     def inventory(self) -> tuple[CompartmentState, ...]:
+        """Return every compartment as reported in a birth, in layout order."""
+        out_of_service = self.nv.out_of_service
+        if not out_of_service and not self.states.each_made():
+            return self.untouched  # nothing has happened to any compartment
         now = self.now()
-        return tuple(s.state(now, self.in_service(s)) for s in self.states.values())
+        peek = self.states.peek
+        return tuple(
+            (untouched if cid not in out_of_service else _out_of_service(untouched))
+            if (state := peek(cid)) is None
+            else state.state(now, self.in_service(state))
+            for cid, untouched in zip(self.layout, self.untouched, strict=True)
+        )
 
     def doors_open(self) -> int:
-        return sum(1 for s in self.states.values() if s.phase is DoorPhase.OPEN)
+        return sum(1 for s in self.states.each_made() if s.phase is DoorPhase.OPEN)
+
+    def temperatures(self, now_ms: int) -> tuple[TemperatureReading, ...]:
+        """Return the temperature of every chilled compartment, as reported in telemetry."""
+        return tuple(
+            _reading(s.id, max(-500, min(1000, s.hw.deci_celsius(now_ms) or 0)))
+            for s in self.chilled
+        )
 
     def next_deadline(self) -> int | None:
         best: int | None = None
@@ -178,9 +274,9 @@ class Doors:
     def _set_deadline(self, state: CompartmentFirmware, deadline: int | None) -> None:
         state.deadline = deadline
         if deadline is None and state.hw.pops_at is None:
-            self.timed.discard(state.id)
+            self.timed.pop(state.id, None)
         else:
-            self.timed.add(state.id)
+            self.timed[state.id] = None
 
     def step(
         self, state: CompartmentFirmware, given: DoorInput, request: ReleaseRequest | None = None
@@ -306,7 +402,7 @@ class Doors:
                 else:
                     self._set_deadline(state, None)
             if state.deadline is None and hw.pops_at is None:
-                self.timed.discard(cid)
+                self.timed.pop(cid, None)
 
     def sample_temperatures(self, now: int) -> None:
         """Compare chilled compartments with the configured range; report excursions that

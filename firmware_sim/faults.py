@@ -219,10 +219,10 @@ class FaultInjector:
         if fault.compartment is not None:
             return fault.compartment if fault.compartment in locker.cabinet.compartments else None
         candidates = [
-            cid
-            for cid, hw in locker.cabinet.compartments.items()
+            c.id
+            for c in locker.spec.compartments
             if fault.kind is not FaultKind.TEMPERATURE_EXCURSION
-            or hw.spec.temperature is TemperatureClass.CHILLED
+            or c.temperature is TemperatureClass.CHILLED
         ]
         return self.rng.choice(candidates) if candidates else None
 

@@ -26,6 +26,7 @@ Tests, the CLI and the controller's scenario runner use the thread-safe calls: :
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import random
 import socket
@@ -43,7 +44,7 @@ from firmware_sim.clock import Clock, ScaledClock, SystemClock
 from firmware_sim.faults import Fault, FaultInjector, FaultPlan
 from firmware_sim.locker import Locker
 from firmware_sim.netloop import LoopClient, NetLoop
-from firmware_sim.people import People
+from firmware_sim.people import Attendant, People
 from firmware_sim.session import FleetOptions, FleetStats, LinkState, LockerSession
 from firmware_sim.spec import LockerSpec
 from firmware_sim.store import MemoryStore
@@ -103,6 +104,11 @@ class MqttFleet:
         self._outage_until = 0
         self._misc_order: list[LockerSession] = []
         self._misc_index = 0
+        self._attendant = (
+            None
+            if self.options.attendant is None
+            else Attendant(self.people, self.options.attendant)
+        )
         for spec in specs:
             self._add(spec)
         self.lockers = {lid: s.locker for lid, s in self.sessions.items()}
@@ -138,11 +144,14 @@ class MqttFleet:
         client.on_subscribe = self._on_subscribe
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
-        locker.on_change = lambda: self._dirty.add(session)
-        if options.attendant is not None:
-            self.people.attend(locker, options.attendant)
+        locker.on_change = functools.partial(self._changed, session)
+        if self._attendant is not None:
+            locker.observers.append(self._attendant)  # one for all: it keeps no state
         self.sessions[spec.locker_id] = session
         self._misc_order.append(session)
+
+    def _changed(self, session: LockerSession) -> None:
+        self._dirty.add(session)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -292,15 +301,16 @@ class MqttFleet:
         state = session.state
         if state is LinkState.CONNECTED:
             client = session.client
-            topics = session.topics
             published = False
             for out in locker.take_outgoing():
-                info = client.publish(topics[out.channel], out.payload, out.qos, out.retain)
+                info = client.publish(session.topic(out.channel), out.payload, out.qos, out.retain)
                 published = True
                 self.counts["publishes"] += 1
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self.counts["publish_errors"] += 1
                 elif out.qos:
+                    if session.pending_mids is None:
+                        session.pending_mids = set()
                     session.pending_mids.add(info.mid)
             if not locker.link_wanted or locker.boot_id != session.link_boot:
                 if published:  # a goodbye first (written at the end of this turn), then drop
@@ -313,7 +323,7 @@ class MqttFleet:
         deadline = locker.next_deadline_ms()
         if deadline is not None and deadline != session.deadline:
             session.deadline = deadline
-            self.loop.at(deadline, lambda: self._tick(session, deadline))
+            self.loop.at(deadline, functools.partial(self._tick, session, deadline))
         elif deadline is None:
             session.deadline = None
 
@@ -349,7 +359,7 @@ class MqttFleet:
         locker = session.locker
         will = locker.last_will()
         client = session.client
-        client.will_set(session.topics[will.channel], will.payload, will.qos, will.retain)
+        client.will_set(session.topic(will.channel), will.payload, will.qos, will.retain)
         session.state = LinkState.CONNECTING
         session.attempt += 1
         attempt = session.attempt
@@ -456,7 +466,7 @@ class MqttFleet:
         self, client: mqtt.Client, session: LockerSession, _flags: Any, _reason: Any, _p: Any
     ) -> None:
         client.drop_out_messages()  # the locker's own buffer replays what matters
-        session.pending_mids.clear()
+        session.pending_mids = None
         previous = session.state
         if previous is LinkState.HANDSHAKE:
             self._outstanding -= 1
@@ -483,6 +493,9 @@ class MqttFleet:
     def _on_publish(
         self, client: mqtt.Client, session: LockerSession, mid: int, _reason: Any, _p: Any
     ) -> None:
-        if mid in session.pending_mids:
-            session.pending_mids.discard(mid)
+        pending = session.pending_mids
+        if pending is not None and mid in pending:
+            pending.discard(mid)
+            if not pending:
+                session.pending_mids = None
             self.counts["pubacks"] += 1

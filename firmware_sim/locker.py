@@ -49,19 +49,48 @@ from protocol.messages import (
     Birth,
     CodeRejected,
     DoorCause,
+    Outcome,
     Pickup,
     PowerChanged,
     PowerSource,
     PresenceState,
+    ResultStatus,
     Sensor,
     Telemetry,
-    TemperatureReading,
 )
 from protocol.topics import Channel
 
 
 class Locker:
     """The firmware of one locker, and the physical locker around it."""
+
+    __slots__ = (
+        "_battery_alarm",
+        "_farewell",
+        "_keypad",
+        "_monotonic",
+        "_next_heartbeat",
+        "_phase_ms",
+        "_reboot_at",
+        "_screen",
+        "booted_at",
+        "cabinet",
+        "clock",
+        "commands",
+        "counters",
+        "doors",
+        "factory_settings",
+        "limits",
+        "link_blocks",
+        "locker_id",
+        "nv",
+        "observers",
+        "on_change",
+        "powered",
+        "spec",
+        "store",
+        "uplink",
+    )
 
     def __init__(
         self,
@@ -76,6 +105,8 @@ class Locker:
         self.spec = spec
         self.locker_id = spec.locker_id
         self.clock = clock
+        self._monotonic = clock.now_ms
+        """The injected clock's reading, one bound method shared by the parts of each boot."""
         self.store: NvStore = store if store is not None else MemoryStore()
         self.factory_settings = settings or Settings()
         self.limits = limits or OutboxLimits()
@@ -109,6 +140,10 @@ class Locker:
     def settings(self) -> Settings:
         return self.nv.settings or self.factory_settings
 
+    def current_settings(self) -> Settings:
+        """The settings in force (for the parts that ask for them when they need them)."""
+        return self.nv.settings or self.factory_settings
+
     @property
     def boot_id(self) -> int:
         return self.nv.boot_id
@@ -137,8 +172,9 @@ class Locker:
         self.store.commit(nv)
         self.powered = True
         self.counters["boots"] += 1
+        rtc, monotonic = self.rtc_ms, self._monotonic
         self.uplink = Uplink(
-            self.locker_id, nv, self.store, self.limits, self.rtc_ms, self._now, self.counters
+            self.locker_id, nv, self.store, self.limits, rtc, monotonic, self.counters
         )
         self.uplink.report_drops()  # forgets a record an earlier boot could not report
         self._screen = Screen()
@@ -147,15 +183,16 @@ class Locker:
         self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
         self._battery_alarm: tuple[int, int] | None = None
+        settings = self.current_settings
         self.doors = Doors(
             self.cabinet,
             nv,
             self.store,
             self.uplink,
-            lambda: self.settings,
-            lambda *answer: self.commands.answer_open(*answer),
+            settings,
+            self._answer_open,
             self._released,
-            self._now,
+            monotonic,
         )
         self.commands = CommandDesk(
             locker_id=self.locker_id,
@@ -165,9 +202,9 @@ class Locker:
             uplink=self.uplink,
             doors=self.doors,
             screen=self._screen,
-            settings=lambda: self.settings,
-            rtc=self.rtc_ms,
-            clock=self._now,
+            settings=settings,
+            rtc=rtc,
+            clock=monotonic,
             counters=self.counters,
             birth=self._birth,
             reboot_at=self._schedule_reboot,
@@ -238,6 +275,11 @@ class Locker:
             compartments=self.doors.inventory(),
             code_staging=codes.staging(),
         )
+
+    def _answer_open(
+        self, command_id: str, status: ResultStatus, outcome: Outcome, compartment: str
+    ) -> None:
+        self.commands.answer_open(command_id, status, outcome, compartment)
 
     def _schedule_reboot(self, at_ms: int) -> None:
         self._reboot_at = at_ms
@@ -531,10 +573,7 @@ class Locker:
         if not self.uplink.connected:
             return
         power = self.cabinet.power
-        temperatures = tuple(
-            TemperatureReading(s.id, max(-500, min(1000, s.hw.deci_celsius(now) or 0)))
-            for s in self.doors.chilled
-        )
+        temperatures = self.doors.temperatures(now)
         self.uplink.telemetry(
             Telemetry(
                 locker_id=self.locker_id,

@@ -53,6 +53,16 @@ class OutboxLimits:
 class Outbox:
     """Sending, resending and acknowledging the messages in ``entries``."""
 
+    __slots__ = (
+        "_in_flight",
+        "_refilled",
+        "_starved",
+        "_tokens",
+        "entries",
+        "limits",
+        "retransmissions",
+    )
+
     def __init__(self, entries: dict[tuple[int, int], Buffered], limits: OutboxLimits) -> None:
         self.entries = entries
         self.limits = limits
@@ -158,6 +168,11 @@ class Outbox:
                 if self.entries.pop(key, None) is not None:
                     self._in_flight.pop(key, None)
                     removed += 1
+        if removed and not self.entries:
+            # An emptied dict keeps its table; clearing it gives the memory back (thousands
+            # of lockers spend most of their time with an empty buffer).
+            self.entries.clear()
+            self._in_flight.clear()
         return removed
 
     def connection_lost(self) -> None:

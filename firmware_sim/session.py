@@ -103,21 +103,26 @@ class LockerSession:
         "pending_mids",
         "state",
         "subscription",
-        "topics",
+        "topic_prefix",
     )
 
     def __init__(self, locker: Locker, client: mqtt.Client, layout: TopicLayout) -> None:
         lid = locker.locker_id
         self.locker = locker
         self.client = client
-        self.topics = {c: layout.locker(lid, c) for c in Channel}
-        self.cmd_topic = self.topics[Channel.COMMAND]
-        self.ack_topic = self.topics[Channel.ACK]
+        self.cmd_topic = layout.locker(lid, Channel.COMMAND)
+        self.ack_topic = layout.locker(lid, Channel.ACK)
+        self.topic_prefix = self.cmd_topic[: -len(Channel.COMMAND.value)]
         self.state = LinkState.IDLE
         self.deadline: int | None = None
         self.failures = 0
         self.attempt = 0
         self.link_boot = 0
         self.connected_once = False
-        self.pending_mids: set[int] = set()
+        self.pending_mids: set[int] | None = None
+        """Message ids of QoS 1 publishes awaiting their PUBACK (None: none yet)."""
         self.subscription: int | None = None
+
+    def topic(self, channel: Channel) -> str:
+        """Return this locker's topic of ``channel`` (made when needed, not kept)."""
+        return self.topic_prefix + channel.value

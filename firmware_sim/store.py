@@ -53,7 +53,7 @@ class DropRecord:
     last_seq: int
 
 
-@dataclass
+@dataclass(slots=True)
 class NonVolatile:
     """Everything the locker keeps across reboots."""
 
@@ -82,6 +82,8 @@ class NvStore(Protocol):
 
 class MemoryStore:
     """Non-volatile memory that lives as long as the simulator process."""
+
+    __slots__ = ("state",)
 
     def __init__(self) -> None:
         self.state: NonVolatile | None = None

@@ -61,6 +61,24 @@ BirthBuilder = Callable[[int, int, int], Birth]
 class Uplink:
     """Sequence numbers, buffer and outgoing queue of one boot of one locker."""
 
+    __slots__ = (
+        "acks_accepted",
+        "acks_rejected",
+        "boot_id",
+        "clock",
+        "connected",
+        "connection",
+        "counters",
+        "dropped_now",
+        "locker_id",
+        "now",
+        "nv",
+        "outbox",
+        "outgoing",
+        "seq",
+        "store",
+    )
+
     def __init__(
         self,
         locker_id: str,

@@ -75,18 +75,29 @@ def locker_view(locker: Locker) -> LockerView:
     """Return the snapshot of ``locker`` now (call it where the locker lives)."""
     now = locker.clock.now_ms()
     doors = locker.doors
+    hardware = locker.cabinet.compartments
     compartments = {}
-    for cid, hw in locker.cabinet.compartments.items():
-        state = doors.states.get(cid) if locker.powered else None
+    for spec in locker.spec.compartments:
+        cid = spec.id
+        # Compartments nothing has touched yet are in their factory state: the view says so
+        # without making them.
+        hw = hardware.peek(cid)
+        state = doors.states.peek(cid) if locker.powered else None
+        if locker.powered and state is None:
+            phase: DoorPhase | None = DoorPhase.LOCKED
+            in_service = cid not in locker.nv.out_of_service
+        else:
+            phase = state.phase if state else None
+            in_service = doors.in_service(state) if state else False
         compartments[cid] = CompartmentView(
             id=cid,
-            size=hw.spec.size,
-            temperature=hw.spec.temperature,
-            phase=state.phase if state else None,
-            door_open=hw.door_open,
-            occupied=hw.occupied,
-            in_service=doors.in_service(state) if state else False,
-            deci_celsius=hw.deci_celsius(now),
+            size=spec.size,
+            temperature=spec.temperature,
+            phase=phase,
+            door_open=hw.door_open if hw else False,
+            occupied=hw.occupied if hw else False,
+            in_service=in_service,
+            deci_celsius=hw.deci_celsius(now) if hw else None,
         )
     uplink, nv, settings = locker.uplink, locker.nv, locker.settings
     return LockerView(

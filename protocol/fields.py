@@ -10,6 +10,9 @@ annotations this module does three things, so they can never disagree:
   ``None`` omitted);
 * :func:`json_schema` describes the same type as a JSON Schema (draft 2020-12).
 
+Each direction is compiled once per class into a plan of per-field converters (built on first
+use), so converting a message walks no annotations and calls no reflection.
+
 Unknown object keys are ignored (forward compatibility); missing required keys, wrong types,
 violated constraints and strings holding lone surrogates (which have no UTF-8 form) are
 errors. Floating-point numbers never appear on the wire: every quantity is an integer in a
@@ -127,6 +130,9 @@ class _FieldPlan:
     required: bool
     from_json: Convert
     check: Convert
+    valid: Callable[[Any], bool]
+    """A quick test that passes only values ``check`` accepts unchanged (the common case);
+    a value it does not pass goes to ``check``, which accepts it or says what is wrong."""
     discriminated: Discriminated | None
 
 
@@ -146,6 +152,7 @@ def _plan(cls: type[Any]) -> tuple[_FieldPlan, ...]:
                 and f.default_factory is dataclasses.MISSING,
                 from_json=_compile(hints[f.name], wire=True),
                 check=_compile(hints[f.name], wire=False),
+                valid=_quick_check(hints[f.name]) or _never,
                 discriminated=_metadata_of(hints[f.name], Discriminated),
             )
             for f in dataclasses.fields(cls)
@@ -201,10 +208,88 @@ def validate(instance: object) -> None:
     if getattr(_LOCAL, "trusted", False):
         return
     for field in _plan(type(instance)):
+        value = getattr(instance, field.name)
+        if field.valid(value):
+            continue
         try:
-            field.check(getattr(instance, field.name), field.name)
+            field.check(value, field.name)
         except RemoteProtocolError as exc:
             raise ValueError(str(exc)) from None
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _quick_check(annotation: Any) -> Callable[[Any], bool] | None:
+    """Return a predicate true only for values of ``annotation`` that the checker of
+    :func:`_compile` (``wire=False``) would accept unchanged, or ``None`` if there is none.
+
+    It tests exact types (so no subclass, no ``bool`` for ``int``), ASCII strings (which
+    cannot hold a lone surrogate) and the constraints, in one call where it can.
+    """
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(annotation)
+        discriminated = _metadata_of(annotation, Discriminated)
+        if discriminated is not None:
+            bodies = frozenset(discriminated.registry.values())
+            return lambda value: type(value) in bodies
+        ranges = [m for m in meta if isinstance(m, Range)]
+        limits = [m.limit for m in meta if isinstance(m, MaxLength)]
+        patterns = [m.compiled.fullmatch for m in meta if isinstance(m, Pattern)]
+        if base is int and len(ranges) == len(meta) - sum(isinstance(m, Doc) for m in meta):
+            low = max([-MAX_SAFE_INT, *(r.minimum for r in ranges)])
+            high = min([MAX_SAFE_INT, *(r.maximum for r in ranges)])
+            return lambda value: type(value) is int and low <= value <= high
+        if base is str and not ranges and len(patterns) <= 1:
+            longest = min(limits, default=MAX_SAFE_INT)
+            if patterns:
+                fullmatch = patterns[0]
+                return lambda value: (
+                    type(value) is str
+                    and len(value) <= longest
+                    and value.isascii()
+                    and fullmatch(value) is not None
+                )
+            return lambda value: type(value) is str and len(value) <= longest and value.isascii()
+        if typing.get_origin(base) is tuple and not ranges and not patterns:
+            items = _quick_check(base)
+            if items is None:
+                return None
+            items_ok: Callable[[Any], bool] = items
+            limit = min(limits, default=MAX_SAFE_INT)
+            return lambda value: items_ok(value) and len(value) <= limit
+        if all(isinstance(m, Doc) for m in meta):
+            return _quick_check(base)
+        return None
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner = _quick_check(options[0]) if len(options) == 1 else None
+        if inner is None:
+            return None
+        return lambda value: value is None or inner(value)
+    if origin is tuple:
+        item_type, ellipsis = typing.get_args(annotation)
+        item = _quick_check(item_type) if ellipsis is Ellipsis else None
+        if item is None:
+            return None
+        if isinstance(item_type, type) and item_type not in (bool, int, str):
+            exact = item_type  # a dataclass or an enum: the item's type says it all
+            return lambda value: type(value) is tuple and all(type(v) is exact for v in value)
+        return lambda value: type(value) is tuple and all(map(item, value))
+    if annotation is bool:
+        return lambda value: type(value) is bool
+    if annotation is int:
+        return lambda value: type(value) is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT
+    if annotation is str:
+        return lambda value: type(value) is str and value.isascii()
+    if isinstance(annotation, type) and (
+        issubclass(annotation, enum.Enum) or dataclasses.is_dataclass(annotation)
+    ):
+        exact = annotation
+        return lambda value: type(value) is exact
+    return None
 
 
 def _metadata_of(annotation: Any, kind: type[T]) -> T | None:
@@ -353,17 +438,92 @@ def to_wire(instance: object) -> dict[str, Any]:
 
     A ``None`` field is left out when the field has a default (it is optional), and written as
     ``null`` when it has none (it is required but nullable, such as a result's ``command_id``),
-    so that :func:`from_wire` reads back what was written.
+    so that :func:`from_wire` reads back what was written. Enum members become their values,
+    tuples lists, nested dataclasses dicts. Raises :class:`TypeError` if ``instance`` is not a
+    dataclass instance.
     """
+    plan = _WIRE_PLANS.get(type(instance))
+    if plan is None:
+        plan = _wire_plan(type(instance))
     out: dict[str, Any] = {}
-    for field in dataclasses.fields(instance):  # type: ignore[arg-type]
-        value = getattr(instance, field.name)
-        if value is None:
-            if _required(field):
-                out[field.name] = None
-            continue
-        out[field.name] = _value_to_wire(value)
+    for name, keep_none, convert in plan:
+        value = getattr(instance, name)
+        if type(value) in _JSON_SCALARS:
+            out[name] = value
+        elif value is None:
+            if keep_none:
+                out[name] = None
+        else:
+            out[name] = convert(value)
     return out
+
+
+ToWire = Callable[[Any], Any]
+"""Turns a typed value (not ``None``, not a plain ``int``/``str``/``bool``) into a JSON value."""
+
+_JSON_SCALARS = frozenset((int, str, bool))
+"""Types whose values go on the wire as they are (exact types: not enums, not subclasses)."""
+
+_WIRE_PLANS: dict[type[Any], tuple[tuple[str, bool, ToWire], ...]] = {}
+
+
+def _wire_plan(cls: type[Any]) -> tuple[tuple[str, bool, ToWire], ...]:
+    """Return ``(name, keep_none, convert)`` for every field of ``cls`` (built once per class).
+
+    ``convert`` is specialised for the field's annotation; whatever value it meets that the
+    annotation does not describe goes through :func:`_value_to_wire`, the general rule, so the
+    plan never writes anything but what the general rule would.
+    """
+    fields = dataclasses.fields(cls)
+    try:
+        hints: dict[str, Any] = _hints(cls)
+    except Exception:  # unresolvable annotations: the general rule for every field
+        hints = {}
+    plan = tuple((f.name, _required(f), _compile_to_wire(hints.get(f.name, Any))) for f in fields)
+    _WIRE_PLANS[cls] = plan
+    return plan
+
+
+def _compile_to_wire(annotation: Any) -> ToWire:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        discriminated = _metadata_of(annotation, Discriminated)
+        if discriminated is not None:
+            return _dataclass_to_wire(frozenset(discriminated.registry.values()))
+        return _compile_to_wire(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _compile_to_wire(options[0]) if len(options) == 1 else _value_to_wire
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            return _value_to_wire
+        item = _compile_to_wire(args[0])
+        scalars = _JSON_SCALARS
+
+        def sequence(value: Any) -> Any:
+            if type(value) is not tuple:
+                return _value_to_wire(value)
+            return [v if type(v) in scalars or v is None else item(v) for v in value]
+
+        return sequence
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        members = annotation
+
+        def member(value: Any) -> Any:
+            return value._value_ if type(value) is members else _value_to_wire(value)
+
+        return member
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return _dataclass_to_wire(frozenset((annotation,)))
+    return _value_to_wire
+
+
+def _dataclass_to_wire(classes: frozenset[type[Any]]) -> ToWire:
+    def nested(value: Any) -> Any:
+        return to_wire(value) if type(value) in classes else _value_to_wire(value)
+
+    return nested
 
 
 def _required(field: dataclasses.Field[Any]) -> bool:
@@ -371,6 +531,8 @@ def _required(field: dataclasses.Field[Any]) -> bool:
 
 
 def _value_to_wire(value: Any) -> Any:
+    """The general rule for one value: enum members by value, tuples as lists, dataclasses
+    as dicts, anything else as it is."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple):
