@@ -476,6 +476,13 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                         }
                         for key in DEPOSIT_KEYS:
                             one[f"{key}_ms"] = percentiles(figures[key])
+                        first = min((x["t0"] for x in samples), default=0.0)
+                        one["samples"] = [  # when each started (s) and its times (ms)
+                            [round(x["t0"] - first, 3), *(round(figures[k][i], 1)
+                                                           for k in DEPOSIT_KEYS)]
+                            for i, x in enumerate(samples)
+                        ]  # fmt: skip
+                        one["sample_columns"] = ["start_s", *DEPOSIT_KEYS]
                         result[name] = one
                         print_deposit(name, one)
                     if profiler is not None:
