@@ -128,30 +128,40 @@ class NotificationDispatcher:
             for row in rows:
                 row.lease_until = now + timedelta(seconds=30)
             batch = [(row.id, row.to, row.body) for row in rows]
-        sent = 0
+        outcomes: dict[int, str | None] = {}
         for row_id, to, body in batch:
             error: str | None = None
             try:
                 await self.sender.send(to, body)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:300]
-            await self._settle(row_id, error)
-            sent += error is None
-        return sent
+            outcomes[row_id] = error
+        await self._settle(outcomes)
+        return sum(error is None for error in outcomes.values())
 
-    async def _settle(self, row_id: int, error: str | None) -> None:
+    async def _settle(self, outcomes: dict[int, str | None]) -> None:
+        """Record what happened to each text, all in one transaction (a burst of deposits
+        brings a burst of texts: one transaction each made the ingest queue behind them).
+        A replica that dies before this leaves the rows leased; they are sent again once
+        the lease runs out (at least once, as before)."""
+        if not outcomes:
+            return
         now = self.ctx.clock.now()
         async with self.ctx.db.sessions.begin() as session:
-            row = await session.get(Notification, row_id)
-            if row is None:
-                return
-            row.attempts += 1
-            row.lease_until = None
-            if error is None:
-                row.state, row.sent_at = "sent", now
-                row.body, row.last_error = redacted(row.body), None
-            elif row.attempts >= self.MAX_ATTEMPTS:
-                row.state, row.last_error = "failed", error
-            else:
-                row.last_error = error
-                row.next_attempt_at = now + timedelta(seconds=min(2**row.attempts, 600))
+            rows = await session.scalars(
+                select(Notification).where(Notification.id.in_(sorted(outcomes)))
+            )
+            for row in rows:
+                self._settle_row(row, outcomes[row.id], now)
+
+    def _settle_row(self, row: Notification, error: str | None, now: datetime) -> None:
+        row.attempts += 1
+        row.lease_until = None
+        if error is None:
+            row.state, row.sent_at = "sent", now
+            row.body, row.last_error = redacted(row.body), None
+        elif row.attempts >= self.MAX_ATTEMPTS:
+            row.state, row.last_error = "failed", error
+        else:
+            row.last_error = error
+            row.next_attempt_at = now + timedelta(seconds=min(2**row.attempts, 600))
