@@ -10,10 +10,14 @@ technician one clear line, and the audit log the refusal.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from select import select as readable
 
 import pytest
 from sqlalchemy import select
@@ -180,3 +184,76 @@ def test_bench_mistakes_are_one_line(
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+class Cable:
+    """Two pseudo-terminals joined back to back, like a USB-serial cable between two
+    machines: whatever is written on one end's path is read on the other's. Both ends are
+    device paths, so both programs open them as they would a real port."""
+
+    def __init__(self) -> None:
+        self.ends = (PtyPair(), PtyPair())
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._copy, args=(a.master, b.master), daemon=True)
+            for a, b in (self.ends, self.ends[::-1])
+        ]
+
+    def _copy(self, source: int, sink: int) -> None:
+        while not self.stop.is_set():
+            ready, _, _ = readable([source], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                os.write(sink, os.read(source, 4096))
+            except OSError:
+                return
+
+    def __enter__(self) -> Cable:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+        for end in self.ends:
+            end.close()
+
+
+async def test_locker_sim_serial_with_a_token_is_provisioned_by_the_bench_tool(
+    runtime: Runtime, seeded: Seeded, api: str, tmp_path: Path
+) -> None:
+    """The two programs a technician runs, as processes, on the two ends of a cable:
+    ``locker-sim serial --token`` and ``lockerfleet bench``. Afterwards: the locker's
+    credentials file (owner-only) holds exactly its controller-derived keys, the bench tool
+    saw the locker back on the line, and the token is spent."""
+    locker_id = sorted(seeded.lockers)[0]
+    token = await issue(runtime, seeded, locker_id)
+    credentials = tmp_path / "locker.credentials.json"
+    with Cable() as cable:
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "firmware_sim.cli", "serial", "--port", cable.ends[0].path,
+            "--locker-id", locker_id, "--token", token, "--model", "LF-12",
+            "--credentials", str(credentials), "--state", str(tmp_path / "state.json"),
+            "--duration", "30", stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            result = await asyncio.to_thread(
+                provision_on_bench, cable.ends[1].path, api, timeout=20
+            )
+        finally:
+            locker.send_signal(signal.SIGINT)
+            _, raw = await asyncio.wait_for(locker.communicate(), 20)
+    err = raw.decode()
+    assert (result.locker_id, result.confirmed) == (locker_id, True), err
+    assert locker.returncode in (0, 130), err
+    kept = CredentialStore(credentials).load()
+    expected = seeded.lockers[locker_id]
+    assert kept is not None
+    assert kept.command_key == expected.command_key_hex
+    assert kept.code_key == expected.code_key_hex
+    assert credentials.stat().st_mode & 0o077 == 0, "nobody but the owner can read it"
+    with pytest.raises(InvalidProvisioningToken):
+        await runtime.services.provisioning.redeem(token)
