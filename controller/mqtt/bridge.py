@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import aiomqtt
 import sqlalchemy.exc
 
 from controller.clock import to_ms
+from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
 from controller.services.context import Context
 from controller.services.ingest import AckBook, BatchReport, Inbound, Ingest
@@ -109,20 +109,11 @@ class MqttBridge:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with jittered backoff."""
-        delay = 0.5
-        while True:
-            started = time.monotonic()
-            try:
-                await self._session()
-            except* aiomqtt.MqttError as lost:  # raised bare, or from the session's task group
-                log.warning("broker %s: %s", self.address.url(), lost.exceptions[0])
-            finally:
-                self.stats.connected = False
-                self._client = None
-            if time.monotonic() - started > 30:
-                delay = 0.5
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 30.0)
+        await stay_connected(self._session, f"broker {self.address.url()}", self._lost)
+
+    def _lost(self) -> None:
+        self.stats.connected = False
+        self._client = None
 
     async def _session(self) -> None:
         settings = self.ctx.settings

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
-import time
 
 import aiomqtt
 
 from controller.clock import to_ms
 from controller.mqtt.bridge import DATABASE_DOWN
+from controller.mqtt.reconnect import stay_connected
 from controller.services.context import Context
 from controller.services.provisioning import (
     InvalidProvisioningToken,
@@ -120,19 +119,9 @@ class ProvisioningDesk:
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with jittered backoff."""
-        delay = 0.5
-        while True:
-            started = time.monotonic()
-            try:
-                await self._session()
-            except aiomqtt.MqttError as lost:
-                log.warning("provisioning: broker %s: %s", self.address.url(), lost)
-            finally:
-                self.subscribed.clear()
-            if time.monotonic() - started > 30:
-                delay = 0.5
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 30.0)
+        await stay_connected(
+            self._session, f"provisioning: broker {self.address.url()}", self.subscribed.clear
+        )
 
     async def _session(self) -> None:
         settings = self.ctx.settings

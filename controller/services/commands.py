@@ -73,12 +73,10 @@ async def enqueue(
     counter is then taken from it without a round trip to the database. Pass ``counter``
     when the caller took one already (in the same ``UPDATE`` as something else).
     """
-    if counter is not None:
-        pass
-    elif locker is not None:
+    if counter is None and locker is not None:
         locker.command_counter += 1
         counter = locker.command_counter
-    else:
+    if counter is None:
         counter = (
             await session.execute(
                 update(Locker)

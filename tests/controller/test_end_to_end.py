@@ -129,7 +129,7 @@ async def test_deposit_then_pickup_by_code_on_the_keypad(
         view = fleet.view(locker_id)
         assert view.compartments[label].occupied and not view.compartments[label].door_open
 
-        code = await eventually(lambda: _code(system.sms, "13500000001"), what="pickup SMS")
+        code = await eventually(lambda: system.sms.latest_code("13500000001"), what="pickup SMS")
         await eventually(lambda: fleet.view(locker_id).codes_cached == 1, what="code synced")
         fleet.run(
             lambda: fleet.people.recipient_picks_up(
@@ -154,13 +154,6 @@ async def test_deposit_then_pickup_by_code_on_the_keypad(
         assert mine == theirs
 
 
-def _code(sms: RecordingSender, phone: str) -> str | None:
-    try:
-        return sms.code_for(phone)
-    except AssertionError:
-        return None
-
-
 async def test_pickup_while_offline_is_reconciled_when_the_locker_returns(
     system: System, mqtt_broker: BrokerAddress, topic_root: str
 ) -> None:
@@ -170,7 +163,7 @@ async def test_pickup_while_offline_is_reconciled_when_the_locker_returns(
         started = await system.deposit(locker_id, "SF3000000002", "13500000002")
         parcel_id = started["parcel"]["id"]
         await system.wait_parcel(parcel_id, "notified")
-        code = await eventually(lambda: _code(system.sms, "13500000002"), what="pickup SMS")
+        code = await eventually(lambda: system.sms.latest_code("13500000002"), what="pickup SMS")
         await eventually(lambda: fleet.view(locker_id).codes_cached == 1, what="code synced")
 
         assert fleet.inject(locker_id, Fault(FaultKind.NETWORK_DROP, duration_ms=12_000))
@@ -237,7 +230,7 @@ async def test_controller_restarted_mid_deposit_finishes_it(
             system = System(second, api, seeded, sms)
             parcel = await system.wait_parcel(started["parcel"]["id"], "notified", within=40)
             assert parcel["compartment"] == label
-            await eventually(lambda: _code(sms, "13500000003"), what="pickup SMS")
+            await eventually(lambda: sms.latest_code("13500000003"), what="pickup SMS")
             await eventually(
                 lambda: fleet.view(locker_id).pending_events == 0,
                 within=30,
