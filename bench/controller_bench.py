@@ -64,7 +64,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import SecretStr
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from controller.db.engine import open_database
 from controller.db.migrate import upgrade
@@ -454,6 +454,8 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                     load, load_conn = spawn(
                         couriers_main, base_url, url, tokens, sorted(county.lockers), scenarios
                     )
+                    census = SqlCensus(runtime.db.engine)
+                    counted = census.snapshot()
                     profiler = cProfile.Profile() if profile else None
                     if profiler is not None:
                         profiler.enable()
@@ -476,6 +478,8 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                         }
                         for key in DEPOSIT_KEYS:
                             one[f"{key}_ms"] = percentiles(figures[key])
+                        one["sql"] = census.since(counted, len(samples))
+                        counted = census.snapshot()
                         first = min((x["t0"] for x in samples), default=0.0)
                         one["samples"] = [  # when each started (s) and its times (ms)
                             [round(x["t0"] - first, 3), *(round(figures[k][i], 1)
@@ -526,9 +530,42 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
         f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
         f"total {pair('total')}; API answer {pair('api')}, command at the locker "
         f"{pair('command_at_locker')}, door events stored after release "
-        f"{pair('stored_after_release')}",
+        f"{pair('stored_after_release')}; SQL per deposit: "
+        f"{d['sql']['statements_per_deposit']} statements, {d['sql']['commits_per_deposit']} "
+        "commits",
         flush=True,
     )
+
+
+class SqlCensus:
+    """Counts the controller's SQL statements and commits (a round trip each), by statement."""
+
+    def __init__(self, engine: Any) -> None:
+        self.statements: dict[str, int] = {}
+        self.commits = 0
+        event.listen(engine.sync_engine, "before_cursor_execute", self._statement)
+        event.listen(engine.sync_engine, "commit", self._commit)
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        key = " ".join(statement.split())[:90]
+        self.statements[key] = self.statements.get(key, 0) + 1
+
+    def _commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    def snapshot(self) -> tuple[dict[str, int], int]:
+        return dict(self.statements), self.commits
+
+    def since(self, before: tuple[dict[str, int], int], per: int) -> dict[str, Any]:
+        """Statements and commits since ``before``, per deposit, with the commonest."""
+        counts = {k: v - before[0].get(k, 0) for k, v in self.statements.items()}
+        counts = {k: v for k, v in counts.items() if v}
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:60]
+        return {
+            "statements_per_deposit": round(sum(counts.values()) / max(1, per), 1),
+            "commits_per_deposit": round((self.commits - before[1]) / max(1, per), 1),
+            "commonest_per_deposit": [[k, round(v / max(1, per), 2)] for k, v in top],
+        }
 
 
 async def bounded(step: Coroutine[Any, Any, Any], what: str, limit: float = 30) -> None:

@@ -2,9 +2,11 @@
 
 Inside each connection three tasks run:
 
-* **receive**: every message from the subscriptions goes into a queue (aiomqtt acknowledges it
-  to the broker at once; durability is end to end: lockers keep what we have not acknowledged
-  in our own signed acks, see ``docs/adr/0003-end-to-end-acknowledgements.md``);
+* **receive**: every message from the subscriptions goes into the :class:`Inbox` straight from
+  paho's callback (acknowledged to the broker at once; durability is end to end: lockers keep
+  what we have not acknowledged in our own signed acks, see
+  ``docs/adr/0003-end-to-end-acknowledgements.md``); this task only watches aiomqtt's
+  message iterator, which ends when the connection is lost;
 * **ingest**: takes up to ``ingest_batch_size`` messages (waiting at most
   ``ingest_batch_wait_ms`` for more after the first), stores and applies them in one
   transaction, and only after the commit publishes the acks;
@@ -30,6 +32,7 @@ import aiomqtt
 import sqlalchemy.exc
 
 from controller.clock import to_ms
+from controller.mqtt.inbox import Inbox
 from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
 from controller.services.context import Context
@@ -47,6 +50,9 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
     OSError,
 )
 """Failures that mean the database is unreachable, not that a message is bad."""
+
+INBOX_LIMIT = 50_000
+"""Messages waiting for the ingest beyond which new ones are dropped (and sent again)."""
 
 CLAIM_LIMIT = 200
 """Commands leased, signed and published in one round of the dispatcher."""
@@ -72,6 +78,8 @@ class BridgeStats:
     """Time spent storing batches, in all."""
     ack_seconds: float = 0.0
     """Time from publishing a batch's acks to their last PUBACK, in all (overlaps storing)."""
+    overflowed: int = 0
+    """Messages dropped because the inbox was full (their lockers send them again)."""
     queue_depth: Callable[[], int] = field(default=lambda: 0)
     rejections_by_code: dict[str, int] = field(default_factory=dict)
 
@@ -133,6 +141,8 @@ class MqttBridge:
             max_concurrent_outgoing_calls=200,
         ) as client:
             self._client = client
+            inbox = Inbox(self.ctx.clock.now, self.stats, limit=INBOX_LIMIT)
+            inbox.attach(client)
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )
@@ -141,22 +151,19 @@ class MqttBridge:
             self.stats.connected = True
             self.stats.connects += 1
             log.info("connected to %s as %s", self.address.url(), settings.instance_id)
-            queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=50_000)
-            self.stats.queue_depth = queue.qsize
+            self.stats.queue_depth = inbox.__len__
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._receive(client, queue))
-                tasks.create_task(self._ingest(client, queue))
+                tasks.create_task(self._watch(client))
+                tasks.create_task(self._ingest(client, inbox))
                 tasks.create_task(self._dispatch(client))
 
-    async def _receive(self, client: aiomqtt.Client, queue: asyncio.Queue[Inbound]) -> None:
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Return (raising MqttError) when the connection is lost. The messages themselves go
+        to the inbox, so aiomqtt's iterator never yields one."""
         async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode() if payload is not None else b""
-            await queue.put(Inbound(message.topic.value, bytes(payload), self.ctx.clock.now()))
-            self.stats.received += 1
+            log.warning("message on %s bypassed the inbox; dropped", message.topic)
 
-    async def _ingest(self, client: aiomqtt.Client, queue: asyncio.Queue[Inbound]) -> None:
+    async def _ingest(self, client: aiomqtt.Client, inbox: Inbox) -> None:
         """Store batch after batch; acknowledge what they stored.
 
         Acks leave only after the commit. When batches come back to back (the queue is not
@@ -174,7 +181,7 @@ class MqttBridge:
         wait_for: set[str] = set()
         try:
             while True:
-                batch = deferred + await self._next_batch(queue, len(deferred))
+                batch = deferred + await self._next_batch(inbox, len(deferred))
                 started = time.monotonic()
                 report = await self._handle(batch, wait_for)
                 deferred, wait_for = report.deferred, report.deferred_lockers
@@ -187,7 +194,7 @@ class MqttBridge:
                 self.wake()
                 if self._on_batch is not None:
                     await self._on_batch(report)
-                if (queue.qsize() or deferred) and time.monotonic() - pending_since < coalesce_s:
+                if (len(inbox) or deferred) and time.monotonic() - pending_since < coalesce_s:
                     continue
                 if acking is not None:
                     await acking
@@ -197,33 +204,13 @@ class MqttBridge:
             if acking is not None:
                 acking.cancel()
 
-    async def _next_batch(self, queue: asyncio.Queue[Inbound], have: int = 0) -> list[Inbound]:
+    async def _next_batch(self, inbox: Inbox, have: int = 0) -> list[Inbound]:
         """Up to ``ingest_batch_size`` messages (less ``have`` already in hand): the first,
-        and what comes within the wait. With messages in hand, only what is queued now."""
+        and what comes within the wait. With messages in hand, only what is waiting now."""
         settings = self.ctx.settings
         if have:
-            batch: list[Inbound] = []
-            with contextlib.suppress(asyncio.QueueEmpty):
-                while have + len(batch) < settings.ingest_batch_size:
-                    batch.append(queue.get_nowait())
-            return batch
-        batch = [await queue.get()]
-        deadline = time.monotonic() + settings.ingest_batch_wait_ms / 1000
-        while len(batch) < settings.ingest_batch_size:
-            try:
-                batch.append(queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-            # that arrives as the inner call completes, and stop() would then hang.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    batch.append(await queue.get())
-        return batch
+            return inbox.take_now(settings.ingest_batch_size - have)
+        return await inbox.take(settings.ingest_batch_size, settings.ingest_batch_wait_ms / 1000)
 
     async def _publish_acks(self, client: aiomqtt.Client, book: AckBook) -> None:
         started = time.monotonic()

@@ -79,6 +79,11 @@ def _fleet(f: FleetMetrics) -> Iterable[Metric]:
 def _bridge(s: BridgeStats, instance: str) -> Iterable[Metric]:
     counters = (
         ("lockerfleet_messages_received", "MQTT messages received", s.received),
+        (
+            "lockerfleet_messages_overflowed",
+            "Messages dropped with the ingest's inbox full (lockers send them again)",
+            s.overflowed,
+        ),
         ("lockerfleet_events_ingested", "Sequenced messages stored (new)", s.stored),
         ("lockerfleet_events_duplicate", "Sequenced messages already stored", s.duplicates),
         ("lockerfleet_acks_published", "Acknowledgements published", s.acks_published),
