@@ -242,19 +242,29 @@ class AdminService:
         expired or its user inactive."""
         now = self.ctx.clock.now()
         async with self.ctx.db.reader() as session:
-            row = await session.scalar(
-                select(ApiToken).where(ApiToken.token_hash == self.ctx.keys.token_hash(token))
-            )
-            if row is None or row.revoked_at is not None:
+            # One round trip for the token and its user (every API call comes through here).
+            found = (
+                await session.execute(
+                    select(
+                        ApiToken.id, ApiToken.expires_at, ApiToken.revoked_at,
+                        User.id, User.role, User.name, User.carrier_id, User.active,
+                    )
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.token_hash == self.ctx.keys.token_hash(token))
+                )
+            ).first()  # fmt: skip
+            if found is None:
                 return None
-            if row.expires_at is not None and row.expires_at <= now:
+            token_id, expires_at, revoked_at, user_id, role, name, carrier_id, active = found
+            if revoked_at is not None or not active:
                 return None
-            user = await session.get(User, row.user_id)
-            if user is None or not user.active:
+            if expires_at is not None and expires_at <= now:
                 return None
-            villages = frozenset(
-                (await session.scalars(
-                    select(AgentVillage.site_id).where(AgentVillage.user_id == user.id)
-                )).all()
-            )  # fmt: skip
-            return Actor(user.id, Role(user.role), user.name, user.carrier_id, villages, row.id)
+            villages: frozenset[int] = frozenset()
+            if role == Role.AGENT:
+                villages = frozenset(
+                    (await session.scalars(
+                        select(AgentVillage.site_id).where(AgentVillage.user_id == user_id)
+                    )).all()
+                )  # fmt: skip
+            return Actor(user_id, Role(role), name, carrier_id, villages, token_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.clock import to_ms
@@ -66,24 +66,26 @@ async def issue(
 ) -> str:
     """Create an active code for ``parcel``, queue the delta sync, and return the code."""
     code_key = ctx.keys.code_key(locker.id, locker.code_key_generation)
+    dialect = postgresql if ctx.db.dialect == "postgresql" else sqlite
     for _ in range(MAX_DRAWS):
         code = new_code()
-        row = PickupCode(
-            parcel_id=parcel.id,
-            locker_id=locker.id,
-            code_hash=code_hash(code_key, locker.id, code),
-            purpose=purpose,
-            active=True,
-            expires_at=expires_at,
-            created_at=ctx.clock.now(),
-        )
-        try:
-            async with session.begin_nested():
-                session.add(row)
-        except IntegrityError:
+        hashed = code_hash(code_key, locker.id, code)
+        # No savepoint: the partial unique index on the locker's active hashes turns a code
+        # already active there into no row inserted, and we draw again.
+        inserted = await session.scalar(
+            dialect.insert(PickupCode)
+            .values(
+                parcel_id=parcel.id, locker_id=locker.id, code_hash=hashed, purpose=purpose,
+                active=True, expires_at=expires_at, created_at=ctx.clock.now(),
+            )
+            .on_conflict_do_nothing()
+            .returning(PickupCode.id)
+        )  # fmt: skip
+        if inserted is None:
             continue  # the same code is active on this locker already: draw again
         version, counter = await _bump_cache_version(session, locker.id)
-        sync = delta_sync(version - 1, version, [_entry(row, parcel.ref, compartment_label)], [])
+        entry = CodeEntry(hashed, compartment_label, parcel.ref, to_ms(expires_at))
+        sync = delta_sync(version - 1, version, [entry], [])
         await commands.enqueue(
             session, ctx, locker_id=locker.id, args=sync, ttl=_sync_ttl(ctx),
             parcel_id=parcel.id, counter=counter,

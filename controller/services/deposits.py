@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,19 +128,35 @@ async def has_consent(
 async def recipient_by_phone(
     session: AsyncSession, ctx: Context, phone: str, name: str | None, village_id: int | None
 ) -> Recipient:
+    """The recipient with this phone number, added if new."""
+    return (await find_or_add_recipient(session, ctx, phone, name, village_id))[0]
+
+
+async def find_or_add_recipient(
+    session: AsyncSession, ctx: Context, phone: str, name: str | None, village_id: int | None
+) -> tuple[Recipient, bool]:
+    """The recipient with this phone number and whether this call added it.
+
+    A new one is inserted with ``ON CONFLICT DO NOTHING`` (no savepoint): when another
+    transaction added the same phone a moment ago, nothing is inserted and that one is read.
+    """
     recipient = await session.scalar(select(Recipient).where(Recipient.phone == phone))
-    if recipient is None:
-        recipient = Recipient(
-            phone=phone, name=name, village_site_id=village_id, created_at=ctx.clock.now()
-        )
-        try:
-            async with session.begin_nested():
-                session.add(recipient)
-        except IntegrityError:  # created concurrently
-            recipient = (
-                await session.scalars(select(Recipient).where(Recipient.phone == phone))
-            ).one()
-    return recipient
+    if recipient is not None:
+        return recipient, False
+    dialect = postgresql if ctx.db.dialect == "postgresql" else sqlite
+    added = await session.scalar(
+        dialect.insert(Recipient)
+        .values(phone=phone, name=name, village_site_id=village_id, created_at=ctx.clock.now())
+        .on_conflict_do_nothing(index_elements=["phone"])
+        .returning(Recipient)
+    )
+    if added is not None:
+        return added, True
+    # Created concurrently: the other transaction's row (visible once it committed).
+    found = await session.scalar(select(Recipient).where(Recipient.phone == phone))
+    if found is None:
+        raise RuntimeError(f"recipient {phone} neither added nor found")
+    return found, False
 
 
 class DepositService:
@@ -169,11 +186,14 @@ class DepositService:
                 return DepositStarted(await self._view(session, existing), None, created=False)
             if locker.status != "active" or not locker.online:
                 raise LockerUnavailable(f"locker {locker.id} is {_availability(locker)}")
-            recipient = await recipient_by_phone(
+            recipient, added = await find_or_add_recipient(
                 session, self.ctx, request.recipient_phone, request.recipient_name,
                 request.village_site_id,
             )  # fmt: skip
-            if not await has_consent(session, recipient.id, carrier_id, request.tracking_number):
+            # A recipient added just now has agreed to nothing yet.
+            if added or not await has_consent(
+                session, recipient.id, carrier_id, request.tracking_number
+            ):
                 if request.consent_method is None:
                     raise ConsentRequired(
                         "the recipient has not agreed to locker delivery; obtain consent and "
@@ -391,16 +411,15 @@ class DepositService:
         self, session: AsyncSession, parcel: Parcel, command: CommandRow | None = None
     ) -> ParcelView:
         await session.flush()
+        # session.get: no round trip when the transaction has loaded them already.
         label = None
         if parcel.compartment_id is not None:
-            label = await session.scalar(
-                select(Compartment.label).where(Compartment.id == parcel.compartment_id)
-            )
+            compartment = await session.get(Compartment, parcel.compartment_id)
+            label = compartment.label if compartment is not None else None
         phone = None
         if parcel.recipient_id is not None:
-            phone = await session.scalar(
-                select(Recipient.phone).where(Recipient.id == parcel.recipient_id)
-            )
+            recipient = await session.get(Recipient, parcel.recipient_id)
+            phone = recipient.phone if recipient is not None else None
         return ParcelView.of(parcel, compartment=label, phone=phone, command=command)
 
 

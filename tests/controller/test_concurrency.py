@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from controller.clock import ManualClock
-from controller.db.models import Compartment, Parcel
+from controller.db.models import Compartment, Parcel, Recipient
 from controller.domain.errors import NoFreeCompartment
 from controller.domain.states import HOLDING_STATES
 from controller.runtime import Runtime, build_runtime
@@ -121,3 +121,41 @@ async def test_the_database_itself_refuses_a_second_parcel_in_a_compartment(
     with pytest.raises(IntegrityError):
         async with runtime.db.sessions.begin() as session:
             session.add(parcel("reserved"))
+
+
+async def test_two_instances_adding_the_same_new_recipient_make_one(
+    runtime: Runtime, second: Runtime, seeded: Seeded
+) -> None:
+    """Concurrent first deposits for one new phone number, at two lockers through two
+    instances: both start, and the villager is one recipient (the loser of the insert reads
+    the winner's row instead of failing)."""
+    lockers = list(seeded.lockers)[:2]
+    for rt, locker_id in zip((runtime, second), lockers, strict=True):
+        await ScriptedLocker(rt, locker_id).come_online(LAYOUT)
+    couriers = [
+        await rt.services.admin.authenticate(seeded.tokens["courier"]) for rt in (runtime, second)
+    ]
+    phone = f"139{uuid.uuid4().int % 10**8:08d}"
+
+    async def deposit(n: int) -> DepositStarted:
+        courier = couriers[n]
+        assert courier is not None
+        request = DepositRequest(
+            f"SF8{n:09d}", lockers[n], SizeClass.S, TemperatureClass.AMBIENT, phone,
+            consent_method="app",
+        )  # fmt: skip
+        return await (runtime, second)[n].services.deposits.start(courier, request)
+
+    started = await asyncio.gather(deposit(0), deposit(1))
+    assert [s.created for s in started] == [True, True]
+    async with runtime.db.reader() as session:
+        recipients = (
+            await session.scalars(select(Recipient.id).where(Recipient.phone == phone))
+        ).all()
+        owners = (
+            await session.scalars(
+                select(Parcel.recipient_id).where(Parcel.id.in_([s.parcel.id for s in started]))
+            )
+        ).all()
+    assert len(recipients) == 1
+    assert owners == [recipients[0]] * 2

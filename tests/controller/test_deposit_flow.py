@@ -7,6 +7,7 @@ firmware is in test_end_to_end.py.
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel, PickupCode
@@ -128,3 +129,46 @@ async def test_duplicated_and_replayed_events_change_nothing(
         assert [p.state for p in parcels] == ["notified"]
         codes = await session.scalar(select(func.count(PickupCode.id)))
         assert codes == 1, "a replayed door closing must not issue a second code"
+
+
+async def test_a_code_already_active_at_the_locker_is_drawn_again(
+    runtime: Runtime, seeded: Seeded, sms: RecordingSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second parcel's first draw is the code the first parcel holds at the same locker:
+    nothing is inserted for it, the transaction goes on, and the next draw is the one used."""
+    draws = iter(["111111", "111111", "222222"])
+    monkeypatch.setattr("controller.services.codes.new_code", lambda: next(draws))
+    locker = await online_locker(runtime, seeded)
+    courier = await actor(runtime, seeded, "courier")
+    for n, phone in enumerate(("13800000011", "13800000012")):
+        started = await runtime.services.deposits.start(
+            courier,
+            DepositRequest(
+                f"SF10000000{n + 2}", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
+                phone, consent_method="sms_reply",
+            ),
+        )  # fmt: skip
+        label = started.parcel.compartment
+        assert label is not None
+        await locker.send(
+            locker.event(DoorOpened(label, DoorCause.COMMAND, started.command_id)),
+            locker.event(DoorClosed(label, True, 3000)),
+        )
+        assert (await runtime.services.deposits.get(courier, started.parcel.id)).state == (
+            "notified"
+        )
+    assert next(draws, None) is None, "three draws: the repeated one was drawn again"
+    assert await runtime.notifier.run_once() == 2
+    assert [sms.code_for("13800000011"), sms.code_for("13800000012")] == ["111111", "222222"]
+    key = runtime.ctx.keys.code_key(locker.locker_id, 1)
+    async with runtime.db.reader() as session:
+        active = (await session.scalars(select(PickupCode).where(PickupCode.active))).all()
+        syncs = (
+            await session.scalars(
+                select(Command).where(Command.action == "sync_codes").order_by(Command.counter)
+            )
+        ).all()
+    hashes = [code_hash(key, locker.locker_id, c) for c in ("111111", "222222")]
+    assert sorted(c.code_hash for c in active) == sorted(hashes)
+    assert [[e["hash"] for e in s.args["add"]] for s in syncs] == [[h] for h in hashes]
+    assert [(s.args["from_version"], s.args["to_version"]) for s in syncs] == [(0, 1), (1, 2)]
