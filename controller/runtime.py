@@ -167,6 +167,7 @@ def build_runtime(
     )
     bridge = MqttBridge(ctx, parse_broker_url(settings.mqtt_url))
     ctx.wake_dispatcher = bridge.wake
+    ctx.publisher = bridge
     services = Services(
         deposits=DepositService(ctx),
         agents=AgentService(ctx),

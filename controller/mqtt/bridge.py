@@ -100,10 +100,35 @@ class MqttBridge:
         self._wake = asyncio.Event()
         self._on_batch = on_batch
         self._client: aiomqtt.Client | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Ask the dispatcher to look for due commands now (call from the event loop)."""
         self._wake.set()
+
+    def ready(self) -> bool:
+        """Connected and subscribed: commands published now go out (Publisher)."""
+        return self.stats.connected and self._client is not None
+
+    def publish_commands(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish signed commands a service stored as sent, in the background (Publisher).
+        A publish that fails is only logged: the command's retry sends it again."""
+        client = self._client
+        if client is None or not messages:
+            return
+        task = asyncio.create_task(self._publish_now(client, messages))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_now(self, client: aiomqtt.Client, messages: list[tuple[str, bytes]]) -> None:
+        try:
+            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages))
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning(
+                "publishing %d commands failed (%s); they will be retried", len(messages), exc
+            )
+            return
+        self.stats.commands_published += len(messages)
 
     @property
     def presence_topic(self) -> str:
@@ -191,6 +216,7 @@ class MqttBridge:
                 if not pending:
                     pending_since = time.monotonic()
                 pending.merge(report.to_ack)
+                self.publish_commands([(o.topic, o.payload) for o in report.outgoing])
                 self.wake()
                 if self._on_batch is not None:
                     await self._on_batch(report)

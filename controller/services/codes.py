@@ -86,10 +86,11 @@ async def issue(
         version, counter = await _bump_cache_version(session, locker.id)
         entry = CodeEntry(hashed, compartment_label, parcel.ref, to_ms(expires_at))
         sync = delta_sync(version - 1, version, [entry], [])
-        await commands.enqueue(
+        row = await commands.enqueue(
             session, ctx, locker_id=locker.id, args=sync, ttl=_sync_ttl(ctx),
             parcel_id=parcel.id, counter=counter,
         )  # fmt: skip
+        commands.send_at_commit(ctx, session, row, locker)
         return code
     raise RuntimeError(f"could not draw a free code for locker {locker.id}")
 

@@ -129,6 +129,59 @@ class Outgoing:
     payload: bytes
 
 
+_AT_COMMIT = "lockerfleet.publish_at_commit"
+
+
+def publish_at_commit(session: AsyncSession) -> list[Outgoing]:
+    """Opt ``session`` in to :func:`send_at_commit`: the commands it marks go into the list
+    returned, which the caller publishes with :func:`publish_after_commit` once its
+    transaction has committed. Sessions not opted in leave every command to the dispatcher.
+    """
+    outgoing: list[Outgoing] = session.info.setdefault(_AT_COMMIT, [])
+    return outgoing
+
+
+def send_at_commit(ctx: Context, session: AsyncSession, row: CommandRow, locker: Locker) -> None:
+    """Take a new command's first send out of the dispatcher's hands: when the session is
+    opted in (:func:`publish_at_commit`) and this replica is connected to the broker, the row
+    is stored as sent once (its retry scheduled) and its signed message queued for the
+    caller to publish right after the commit. That saves the dispatcher's claim and record
+    transactions and its wake-up on the way to an opening door or a locker's code cache.
+
+    If the publish is then lost (the connection drops, the process dies before it), the
+    command goes out again at its first retry, as any unanswered send does. Otherwise the
+    dispatcher sends it as usual.
+    """
+    outgoing: list[Outgoing] | None = session.info.get(_AT_COMMIT)
+    publisher = ctx.publisher
+    if outgoing is None or publisher is None or not publisher.ready():
+        return
+    if not _transition(row, CommandEvent.SENT):
+        return
+    s = ctx.settings
+    now = ctx.clock.now()
+    row.attempts = 1
+    row.last_sent_at = now
+    delay = retry_delay(1, s.command_retry_initial_s, s.command_retry_max_s)
+    row.next_attempt_at = min(now + delay, row.expires_at)
+    outgoing.append(
+        Outgoing(
+            row.id,
+            row.locker_id,
+            ctx.topics.locker(row.locker_id, Channel.COMMAND),
+            signed_payload(row, ctx.keys, locker.key_generation),
+        )
+    )
+
+
+def publish_after_commit(ctx: Context, outgoing: list[Outgoing]) -> None:
+    """Publish what :func:`send_at_commit` prepared (call after the commit); wake the
+    dispatcher for anything else the transaction queued."""
+    if outgoing and ctx.publisher is not None:
+        ctx.publisher.publish_commands([(o.topic, o.payload) for o in outgoing])
+    ctx.wake_dispatcher()
+
+
 def _transition(row: CommandRow, event: CommandEvent) -> bool:
     try:
         row.state = next_command_state(CommandState(row.state), event).value

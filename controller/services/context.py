@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from controller.clock import Clock
 from controller.db.session import Database
@@ -46,6 +47,18 @@ def _no_op() -> None:
     return None
 
 
+class Publisher(Protocol):
+    """What services need of the MQTT bridge to publish signed commands themselves."""
+
+    def ready(self) -> bool:
+        """Whether it is connected now (a publish may still fail; retries cover that)."""
+        ...
+
+    def publish_commands(self, messages: list[tuple[str, bytes]]) -> None:
+        """Publish (topic, payload) pairs at QoS 1 in the background."""
+        ...
+
+
 @dataclass
 class Context:
     """Shared dependencies of the services."""
@@ -57,6 +70,9 @@ class Context:
     topics: TopicLayout
     wake_dispatcher: Callable[[], None] = field(default=_no_op)
     """Called after a transaction that created commands commits, so they go out at once."""
+    publisher: Publisher | None = None
+    """This replica's connection to the broker, for commands published straight after the
+    commit that created them (see :func:`controller.services.commands.send_at_commit`)."""
 
     @property
     def storage_window(self) -> timedelta:

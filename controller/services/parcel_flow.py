@@ -97,10 +97,20 @@ async def _on_deposited(
     parcel.deadline_at = at + ctx.storage_window
     parcel.open_purpose = None
     compartment = await session.get(Compartment, parcel.compartment_id)
-    recipient = await session.get(Recipient, parcel.recipient_id)
-    carrier = await session.get(Carrier, parcel.carrier_id)
-    if compartment is None or recipient is None or carrier is None:
+    # The text's addressee and sender in one round trip.
+    found = (
+        await session.execute(
+            select(
+                select(Recipient.phone)
+                .where(Recipient.id == parcel.recipient_id)
+                .scalar_subquery(),
+                select(Carrier.name).where(Carrier.id == parcel.carrier_id).scalar_subquery(),
+            )
+        )
+    ).first()
+    if compartment is None or found is None or found[0] is None or found[1] is None:
         raise NotFound(f"parcel {parcel.ref} lost its compartment, recipient or carrier")
+    phone, carrier_name = found
     code = await codes.issue(
         session,
         ctx,
@@ -113,9 +123,9 @@ async def _on_deposited(
     notifications.queue(
         session,
         ctx,
-        to=recipient.phone,
+        to=phone,
         body=notifications.pickup_text(
-            carrier=carrier.name,
+            carrier=carrier_name,
             place=locker.name,
             compartment=compartment.label,
             code=code,

@@ -29,6 +29,7 @@ from protocol.messages import (
     SizeClass,
     TemperatureClass,
 )
+from protocol.topics import Channel
 from tests.controller.support import RecordingSender, ScriptedLocker, actor
 
 
@@ -339,3 +340,58 @@ async def test_a_retried_remote_opening_opens_the_door_once(
                                             Command.purpose != "deposit")
         )).all()  # fmt: skip
     assert sorted(p for p in opens if p is not None) == sorted([started.parcel.id, own.parcel.id])
+
+
+class LosingPublisher:
+    """A bridge that says it is connected and loses every publish (the connection dropping
+    between the commit and the publish)."""
+
+    def __init__(self) -> None:
+        self.lost: list[tuple[str, bytes]] = []
+
+    def ready(self) -> bool:
+        return True
+
+    def publish_commands(self, messages: list[tuple[str, bytes]]) -> None:
+        self.lost.extend(messages)
+
+
+async def test_an_opening_published_at_commit_and_lost_is_retried_with_the_same_bytes(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
+) -> None:
+    """With the broker connected, the deposit's opening is stored as sent once and handed to
+    the bridge after the commit, not to the dispatcher. If that publish is lost, the
+    dispatcher sends the very same bytes at the first retry."""
+    publisher = LosingPublisher()
+    runtime.ctx.publisher = publisher
+    courier = await actor(runtime, seeded, "courier")
+    started = await runtime.services.deposits.start(
+        courier,
+        DepositRequest(
+            "SF4000000010", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
+            "13600000010", consent_method="app",
+        ),
+    )  # fmt: skip
+    topic = runtime.ctx.topics.locker(locker.locker_id, Channel.COMMAND)
+    assert [t for t, _ in publisher.lost] == [topic]
+    async with runtime.db.reader() as session:
+        row = await session.get(Command, started.command_id)
+        assert row is not None and (row.state, row.attempts) == ("sent", 1)
+    dispatcher = runtime.bridge.dispatcher  # type: ignore[union-attr]
+    assert await dispatcher.claim_due() == [], "the dispatcher leaves it to the retry"
+    clock.advance(seconds=runtime.settings.command_retry_initial_s + 0.1)
+    again = await dispatcher.claim_due()
+    assert [(c.command_id, c.payload) for c in again] == [
+        (started.command_id, publisher.lost[0][1])
+    ]
+    # The door events' batch stores the code sync as sent too, for the bridge to publish.
+    label = started.parcel.compartment
+    assert label is not None
+    report = await locker.send(
+        locker.event(DoorOpened(label, DoorCause.COMMAND, started.command_id)),
+        locker.event(DoorClosed(label, True, 3000)),
+    )
+    async with runtime.db.reader() as session:
+        sync = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).one()
+    assert [o.command_id for o in report.outgoing] == [sync.id]
+    assert (sync.state, sync.attempts) == ("sent", 1)
