@@ -419,6 +419,9 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
     lockers, couriers = 200, 50
     scenarios: list[Scenario] = [
         ("one_courier", 1, 10 if quick else 30, (0, 0)),
+        # A courier's own pace at a locker bank: a deposit every 5-15 s each (~5/s in all).
+        ("paced_50_5_15s", couriers, 2 if quick else 4, (5000, 15000)),
+        # A stress pace: every 1-3 s each (~17/s, far above a county's daily volume).
         ("paced_50", couriers, 3 if quick else 8, (1000, 3000)),
         ("back_to_back_50", couriers, 3 if quick else 8, (0, 0)),
     ]
@@ -456,6 +459,8 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                     )
                     census = SqlCensus(runtime.db.engine)
                     counted = census.snapshot()
+                    cpu_before, wall_before = time.process_time(), time.monotonic()
+                    batches_before = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
                     profiler = cProfile.Profile() if profile else None
                     if profiler is not None:
                         profiler.enable()
@@ -480,6 +485,20 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                             one[f"{key}_ms"] = percentiles(figures[key])
                         one["sql"] = census.since(counted, len(samples))
                         counted = census.snapshot()
+                        # The controller's own CPU (API, bridge, background; this process
+                        # holds nothing else busy) and the share of the time it was busy.
+                        cpu, wall = time.process_time(), time.monotonic()
+                        storing = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
+                        one["controller_cpu_ms_per_deposit"] = round(
+                            (cpu - cpu_before) * 1000 / max(1, len(samples)), 1
+                        )
+                        one["controller_cpu_busy"] = round(
+                            (cpu - cpu_before) / max(1e-9, wall - wall_before), 2
+                        )
+                        one["ingest_storing_ms_per_deposit"] = round(
+                            (storing - batches_before) * 1000 / max(1, len(samples)), 1
+                        )
+                        cpu_before, wall_before, batches_before = cpu, wall, storing
                         first = min((x["t0"] for x in samples), default=0.0)
                         one["samples"] = [  # when each started (s) and its times (ms)
                             [round(x["t0"] - first, 3), *(round(figures[k][i], 1)
@@ -530,7 +549,8 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
         f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
         f"total {pair('total')}; API answer {pair('api')}, command at the locker "
         f"{pair('command_at_locker')}, door events stored after release "
-        f"{pair('stored_after_release')}; SQL per deposit: "
+        f"{pair('stored_after_release')}; controller CPU {d['controller_cpu_ms_per_deposit']} "
+        f"ms per deposit ({d['controller_cpu_busy']:.0%} busy); SQL per deposit: "
         f"{d['sql']['statements_per_deposit']} statements, {d['sql']['commits_per_deposit']} "
         "commits",
         flush=True,
@@ -542,6 +562,7 @@ class SqlCensus:
 
     def __init__(self, engine: Any) -> None:
         self.statements: dict[str, int] = {}
+        self.by_task: dict[str, int] = {}
         self.commits = 0
         event.listen(engine.sync_engine, "before_cursor_execute", self._statement)
         event.listen(engine.sync_engine, "commit", self._commit)
@@ -549,21 +570,29 @@ class SqlCensus:
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         key = " ".join(statement.split())[:90]
         self.statements[key] = self.statements.get(key, 0) + 1
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else "-"
+        who = name if not name.startswith("Task-") else "api/other"
+        self.by_task[who] = self.by_task.get(who, 0) + 1
 
     def _commit(self, _conn: Any) -> None:
         self.commits += 1
 
-    def snapshot(self) -> tuple[dict[str, int], int]:
-        return dict(self.statements), self.commits
+    def snapshot(self) -> tuple[dict[str, int], int, dict[str, int]]:
+        return dict(self.statements), self.commits, dict(self.by_task)
 
-    def since(self, before: tuple[dict[str, int], int], per: int) -> dict[str, Any]:
+    def since(self, before: tuple[dict[str, int], int, dict[str, int]], per: int) -> dict[str, Any]:
         """Statements and commits since ``before``, per deposit, with the commonest."""
+        tasks = {k: v - before[2].get(k, 0) for k, v in self.by_task.items()}
         counts = {k: v - before[0].get(k, 0) for k, v in self.statements.items()}
         counts = {k: v for k, v in counts.items() if v}
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:60]
         return {
             "statements_per_deposit": round(sum(counts.values()) / max(1, per), 1),
             "commits_per_deposit": round((self.commits - before[1]) / max(1, per), 1),
+            "statements_per_deposit_by_task": {
+                k: round(v / max(1, per), 1) for k, v in sorted(tasks.items()) if v
+            },
             "commonest_per_deposit": [[k, round(v / max(1, per), 2)] for k, v in top],
         }
 

@@ -13,12 +13,14 @@ from controller.services.context import Actor
 bearer = HTTPBearer(auto_error=False, description="An API token (lf_...) issued by an admin")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are coroutines even when they need not be: FastAPI runs a plain function
+# dependency in a worker thread, two thread hops per request for nothing.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_services(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Services:
+async def get_services(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Services:
     return runtime.services
 
 

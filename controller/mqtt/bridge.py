@@ -178,9 +178,9 @@ class MqttBridge:
             log.info("connected to %s as %s", self.address.url(), settings.instance_id)
             self.stats.queue_depth = inbox.__len__
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._watch(client))
-                tasks.create_task(self._ingest(client, inbox))
-                tasks.create_task(self._dispatch(client))
+                tasks.create_task(self._watch(client), name="bridge-watch")
+                tasks.create_task(self._ingest(client, inbox), name="bridge-ingest")
+                tasks.create_task(self._dispatch(client), name="bridge-dispatch")
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Return (raising MqttError) when the connection is lost. The messages themselves go

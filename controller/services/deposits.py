@@ -230,7 +230,7 @@ class DepositService:
                 assert existing is not None
                 return DepositStarted(await self._view(session, existing), None, created=False)
             command = await self._open(
-                session, actor, locker, parcel, compartment, OpenPurpose.DEPOSIT
+                session, actor, locker, parcel, compartment, OpenPurpose.DEPOSIT, new_parcel=True
             )
             view = await self._view(session, parcel, command)
         commands.publish_after_commit(self.ctx, outgoing)
@@ -261,15 +261,19 @@ class DepositService:
         parcel: Parcel,
         compartment: Compartment,
         purpose: OpenPurpose,
+        *,
+        new_parcel: bool = False,
     ) -> CommandRow:
         """Queue the signed opening, audited; refused by lockdown or the opening limits.
         Published at the commit when the session is opted in (:func:`commands.send_at_commit`).
 
-        While an opening for the same purpose is still under way, that one is returned.
+        While an opening for the same purpose is still under way, that one is returned (a
+        parcel this transaction created has none).
         """
-        in_flight = await commands.in_flight_open(session, parcel.id, purpose.value)
-        if in_flight is not None:
-            return in_flight
+        if not new_parcel:
+            in_flight = await commands.in_flight_open(session, parcel.id, purpose.value)
+            if in_flight is not None:
+                return in_flight
         await guard_remote_open(
             session, self.ctx, actor, locker_id=locker.id, compartment=compartment.label,
             purpose=purpose.value, parcel_id=parcel.id,
