@@ -410,8 +410,9 @@ def deposit_figures(
 
 
 async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any]:
-    """Three loads on one controller: one courier alone (where the time goes), 50 couriers
-    pausing 1-3 s between deposits (a busy depot), and 50 couriers back to back (saturation).
+    """Four loads on one controller: one courier alone (where the time goes), 50 couriers
+    pausing 5-15 s between deposits (a courier's own pace), the same pausing 1-3 s (stress),
+    and 50 couriers back to back (saturation).
 
     The controller (runtime + HTTP API) runs in this process; the lockers and the couriers
     (with the poller) each run in a child process, as they would on other machines."""

@@ -83,9 +83,7 @@ async def advance(
     parcel.state_changed_at = at
     parcel.version += 1
     if new_state is ParcelState.DEPOSITED:
-        # Not flushed half way: the parcel goes on to notified at once, one UPDATE for both.
-        with session.no_autoflush:
-            await _on_deposited(session, ctx, parcel, at=at, locker=locker)
+        await _on_deposited(session, ctx, parcel, at=at, locker=locker)
     elif new_state in RETIRE_CODES_ON:
         parcel.open_purpose = None
         await codes.retire(session, ctx, parcel_id=parcel.id, locker_id=locker.id, at=at)
