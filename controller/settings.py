@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     command_retry_max_s: float = 30.0
     ingest_batch_size: int = 1000
     ingest_batch_wait_ms: int = 20
+    ingest_lanes: int = Field(default=4, ge=1, le=32)
+    """Batches stored side by side, lockers split among them (always 1 on SQLite, which has
+    one writer at a time)."""
     ack_coalesce_ms: int = 1000
     """Under load, the acks of back-to-back batches are merged for at most this long."""
     code_lockout_attempts: int = 5

@@ -1,15 +1,17 @@
 """The MQTT bridge: one aiomqtt connection per controller replica, kept alive forever.
 
-Inside each connection three tasks run:
+Inside each connection these tasks run:
 
-* **receive**: every message from the subscriptions goes into the :class:`Inbox` straight from
-  paho's callback (acknowledged to the broker at once; durability is end to end: lockers keep
-  what we have not acknowledged in our own signed acks, see
-  ``docs/adr/0003-end-to-end-acknowledgements.md``); this task only watches aiomqtt's
-  message iterator, which ends when the connection is lost;
-* **ingest**: takes up to ``ingest_batch_size`` messages (waiting at most
-  ``ingest_batch_wait_ms`` for more after the first), stores and applies them in one
-  transaction, and only after the commit publishes the acks;
+* **receive**: every message from the subscriptions goes straight from paho's callback into
+  the inbox of its locker's ingest lane (acknowledged to the broker at once; durability is end
+  to end: lockers keep what we have not acknowledged in our own signed acks, see
+  ``docs/adr/0003-end-to-end-acknowledgements.md``); a task only watches aiomqtt's message
+  iterator, which ends when the connection is lost;
+* **ingest**, one per lane (``ingest_lanes``; lockers are split among lanes by id, so a
+  locker's messages keep their order): takes up to ``ingest_batch_size`` messages (waiting at
+  most ``ingest_batch_wait_ms`` for more after the first), stores and applies them in one
+  transaction, and only after the commit publishes the acks. Lanes lock disjoint locker rows
+  and store side by side, one waiting for the database while another runs;
 * **dispatch**: whenever woken (a service created commands) or once a second, leases the due
   commands, publishes them, and records that they were sent.
 
@@ -32,7 +34,7 @@ import aiomqtt
 import sqlalchemy.exc
 
 from controller.clock import to_ms
-from controller.mqtt.inbox import Inbox
+from controller.mqtt.inbox import Inbox, Lanes
 from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
 from controller.services.context import Context
@@ -106,6 +108,10 @@ class MqttBridge:
         """Ask the dispatcher to look for due commands now (call from the event loop)."""
         self._wake.set()
 
+    def lane_count(self) -> int:
+        """Ingest lanes: ``ingest_lanes``, but one on SQLite (a single writer at a time)."""
+        return 1 if self.ctx.db.dialect == "sqlite" else self.ctx.settings.ingest_lanes
+
     def ready(self) -> bool:
         """Connected and subscribed: commands published now go out (Publisher)."""
         return self.stats.connected and self._client is not None
@@ -166,8 +172,12 @@ class MqttBridge:
             max_concurrent_outgoing_calls=200,
         ) as client:
             self._client = client
-            inbox = Inbox(self.ctx.clock.now, self.stats, limit=INBOX_LIMIT)
-            inbox.attach(client)
+            count = self.lane_count()
+            lanes = Lanes(
+                [Inbox(self.ctx.clock.now, self.stats, INBOX_LIMIT // count) for _ in range(count)],
+                self.ctx.topics.root,
+            )
+            lanes.attach(client)
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )
@@ -176,10 +186,11 @@ class MqttBridge:
             self.stats.connected = True
             self.stats.connects += 1
             log.info("connected to %s as %s", self.address.url(), settings.instance_id)
-            self.stats.queue_depth = inbox.__len__
+            self.stats.queue_depth = lanes.__len__
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._watch(client), name="bridge-watch")
-                tasks.create_task(self._ingest(client, inbox), name="bridge-ingest")
+                for n, inbox in enumerate(lanes.inboxes):
+                    tasks.create_task(self._ingest(client, inbox), name=f"bridge-ingest-{n}")
                 tasks.create_task(self._dispatch(client), name="bridge-dispatch")
 
     async def _watch(self, client: aiomqtt.Client) -> None:

@@ -95,3 +95,40 @@ class Inbox:
         items = self._items
         count = min(most, len(items))
         return [items.popleft() for _ in range(count)]
+
+
+class Lanes:
+    """Several inboxes, one per ingest lane; a locker's messages always go to the same one.
+
+    Each lane stores its batches in its own transactions, so while one waits for the
+    database another runs; a locker's messages stay in order because they share a lane.
+    Lanes in one replica are to each other what replicas are (they lock disjoint locker rows).
+    """
+
+    def __init__(self, inboxes: list[Inbox], topic_root: str) -> None:
+        if not inboxes:
+            raise ValueError("at least one lane")
+        self.inboxes = inboxes
+        self._skip = len(topic_root) + len("/locker/")
+        self._prefix = topic_root + "/locker/"
+
+    def __len__(self) -> int:
+        return sum(len(i) for i in self.inboxes)
+
+    def attach(self, client: aiomqtt.Client) -> None:
+        """Take ``client``'s messages from now on (see :meth:`Inbox.attach`)."""
+        inner = getattr(client, "_client", None)
+        if not isinstance(inner, paho.Client):
+            raise RuntimeError("this aiomqtt has no paho client to take messages from")
+        inner.on_message = self.on_message
+
+    def lane_of(self, topic: str) -> int:
+        """The lane of a locker topic (``{root}/locker/{id}/...``); 0 for anything else."""
+        count = len(self.inboxes)
+        if count == 1 or not topic.startswith(self._prefix):
+            return 0
+        end = topic.find("/", self._skip)
+        return hash(topic[self._skip : end if end >= 0 else None]) % count
+
+    def on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
+        self.inboxes[self.lane_of(message.topic)].on_message(client, userdata, message)
