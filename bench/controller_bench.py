@@ -461,6 +461,8 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                     census = SqlCensus(runtime.db.engine)
                     counted = census.snapshot()
                     cpu_before, wall_before = time.process_time(), time.monotonic()
+                    others = {"fleet": fleet.pid or 0, "couriers": load.pid or 0}
+                    others_before = {k: process_cpu_s(p) for k, p in others.items()}
                     batches_before = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
                     profiler = cProfile.Profile() if profile else None
                     if profiler is not None:
@@ -499,6 +501,12 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                         one["ingest_storing_ms_per_deposit"] = round(
                             (storing - batches_before) * 1000 / max(1, len(samples)), 1
                         )
+                        for k, p in others.items():  # the lockers' and couriers' processes
+                            used = process_cpu_s(p)
+                            one[f"{k}_cpu_busy"] = round(
+                                (used - others_before[k]) / max(1e-9, wall - wall_before), 2
+                            )
+                            others_before[k] = used
                         cpu_before, wall_before, batches_before = cpu, wall, storing
                         first = min((x["t0"] for x in samples), default=0.0)
                         one["samples"] = [  # when each started (s) and its times (ms)
@@ -551,11 +559,21 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
         f"total {pair('total')}; API answer {pair('api')}, command at the locker "
         f"{pair('command_at_locker')}, door events stored after release "
         f"{pair('stored_after_release')}; controller CPU {d['controller_cpu_ms_per_deposit']} "
-        f"ms per deposit ({d['controller_cpu_busy']:.0%} busy); SQL per deposit: "
+        f"ms per deposit ({d['controller_cpu_busy']:.0%} busy; lockers' process "
+        f"{d['fleet_cpu_busy']:.0%}, couriers' {d['couriers_cpu_busy']:.0%}); SQL per deposit: "
         f"{d['sql']['statements_per_deposit']} statements, {d['sql']['commits_per_deposit']} "
         "commits",
         flush=True,
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0.0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class SqlCensus:
