@@ -853,6 +853,8 @@ async def _replica(kwargs: dict[str, Any], conn: Connection) -> None:
         "batch_seconds": round(s.batch_seconds, 2),
         "ack_seconds": round(s.ack_seconds, 2),
         "deferred": s.deferred,
+        "overflowed": s.overflowed,
+        "lanes": bridge.lane_count(),
         "connects": s.connects,
     }
     await bounded(runtime.stop(), "stopping a replica")
@@ -989,7 +991,8 @@ def print_ingest(phase: dict[str, Any]) -> None:
     shares = ", ".join(
         f"{r['instance']} stored {r['stored']} in {r['batches']} batches "
         f"({r['batch_seconds']} s storing, {r['ack_seconds']} s acking, "
-        f"{r['deferred']} deferred)"
+        f"{r['deferred']} deferred, {r['overflowed']} dropped with the inbox full, "
+        f"{r['lanes']} lanes)"
         for r in phase["replica_reports"]
     )
     pub = phase["publisher"]

@@ -53,8 +53,10 @@ DATABASE_DOWN: tuple[type[Exception], ...] = (
 )
 """Failures that mean the database is unreachable, not that a message is bad."""
 
-INBOX_LIMIT = 50_000
-"""Messages waiting for the ingest beyond which new ones are dropped (and sent again)."""
+INBOX_LIMIT = 200_000
+"""Messages waiting for the ingest (all lanes together) beyond which new ones are dropped, to
+be sent again by their lockers: a bound on memory (~100 MB of typical messages), far above
+what a reconnect storm of 5,000 lockers brings (~40,000)."""
 
 CLAIM_LIMIT = 200
 """Commands leased, signed and published in one round of the dispatcher."""
