@@ -954,34 +954,57 @@ async def bench_ingest(base: str, quick: bool, profile: bool) -> dict[str, Any]:
                     phase["profile"] = path
                 phases.append(phase)
                 print_ingest(phase)
-            alone = await ingest_without_mqtt(url, broker.port, root, secret, ids, per_locker)
-    return {"single": phases[0], "two_replicas": phases[1], "without_mqtt": alone}
+            alone = [
+                await ingest_without_mqtt(
+                    url, broker.port, root, secret, ids, per_locker, boot, lanes
+                )
+                for boot, lanes in ((3, 1), (4, 4))
+            ]
+    return {
+        "single": phases[0],
+        "two_replicas": phases[1],
+        "without_mqtt": alone[0],
+        "without_mqtt_lanes": alone[1],
+    }
 
 
 async def ingest_without_mqtt(
-    url: str, port: int, root: str, secret: str, lockers: list[str], per_locker: int
-) -> dict[str, Any]:
+    url: str, port: int, root: str, secret: str, lockers: list[str], per_locker: int,
+    boot: int, lanes: int,
+) -> dict[str, Any]:  # fmt: skip
     """The same events through ``Ingest.handle`` directly, in batches of 1,000, no broker:
-    what the database path alone sustains (acks are built and signed, not published)."""
+    what the database path alone sustains (acks are built and signed, not published). With
+    ``lanes`` > 1 the lockers are split among that many batch loops running side by side, as
+    the bridge's ingest lanes do."""
     runtime = build_runtime(make_settings(settings_kwargs(url, port, root, secret, "bench-alone")))
     bridge = runtime.bridge
     assert bridge is not None
     now = datetime.now(UTC)
-    inbound = [Inbound(t, p, now) for t, p in build_events(root, lockers, 3, per_locker)]
+    inbound = [Inbound(t, p, now) for t, p in build_events(root, lockers, boot, per_locker)]
     size = runtime.settings.ingest_batch_size
+    lane_of = {locker_id: n % lanes for n, locker_id in enumerate(lockers)}
+    prefix = len(root) + len("/locker/")
+    split: list[list[Inbound]] = [[] for _ in range(lanes)]
+    for item in inbound:
+        split[lane_of[item.topic[prefix:].split("/", 1)[0]]].append(item)
     stored = acks = 0
+
+    async def lane(items: list[Inbound]) -> None:
+        nonlocal stored, acks
+        for start in range(0, len(items), size):
+            report = await bridge.ingest.handle(items[start : start + size])
+            stored += report.stored
+            acks += len(report.acks)
+
     started = time.monotonic()
-    for start in range(0, len(inbound), size):
-        report = await bridge.ingest.handle(inbound[start : start + size])
-        stored += report.stored
-        acks += len(report.acks)
+    await asyncio.gather(*(lane(items) for items in split))
     elapsed = time.monotonic() - started
     await bounded(runtime.stop(), "stopping the controller")
-    result = {"events": len(inbound), "stored": stored, "acks": acks,
+    result = {"events": len(inbound), "stored": stored, "acks": acks, "lanes": lanes,
               "seconds": round(elapsed, 2), "rate": round(stored / elapsed)}  # fmt: skip
     print(
-        f"  ingest without MQTT: {stored}/{len(inbound)} stored at {result['rate']}/s "
-        f"in batches of {size} ({acks} acks signed)",
+        f"  ingest without MQTT, {lanes} lane(s): {stored}/{len(inbound)} stored at "
+        f"{result['rate']}/s in batches of {size} ({acks} acks signed)",
         flush=True,
     )
     return result

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     command_retry_initial_s: float = 2.0
     command_retry_max_s: float = 30.0
     ingest_batch_size: int = 1000
-    ingest_batch_wait_ms: int = 20
+    ingest_batch_wait_ms: int = 5
     ingest_lanes: int = Field(default=4, ge=1, le=32)
     """Batches stored side by side, lockers split among them (always 1 on SQLite, which has
     one writer at a time)."""

@@ -72,13 +72,17 @@ class Inbox:
             self._arrived.set()
 
     async def take(self, most: int, wait_s: float) -> list[Inbound]:
-        """Up to ``most`` messages: waits for the first, then at most ``wait_s`` for more."""
+        """Up to ``most`` messages. When some are waiting already, at once (under load a batch
+        never stalls for more). Otherwise waits for the first, then at most ``wait_s`` for
+        more (a trickle still comes in batches)."""
         try:
             self._wanted = 1
+            waited = False
             while not self._items:
+                waited = True
                 self._arrived.clear()
                 await self._arrived.wait()
-            if len(self._items) < most and wait_s > 0:
+            if waited and len(self._items) < most and wait_s > 0:
                 self._wanted = most
                 self._arrived.clear()
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation

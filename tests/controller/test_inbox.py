@@ -73,19 +73,29 @@ async def test_take_waits_for_the_first_and_returns_at_most_a_batch() -> None:
 
 async def test_a_full_batch_ends_the_wait_for_more() -> None:
     inbox = Inbox(lambda: NOW, Counters())
-    deliver(inbox, message(0))
-    # Waiting up to an hour for more: the batch filling up must end the wait at once.
+    # Waiting up to an hour for more after the first: the batch filling up ends the wait.
     waiting = asyncio.create_task(inbox.take(4, 3600))
     await asyncio.sleep(0.01)
-    assert not waiting.done()
+    deliver(inbox, message(0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done(), "it waits for more after the first"
     deliver(inbox, *(message(n) for n in range(1, 4)))
     assert len(await asyncio.wait_for(waiting, 5)) == 4
 
 
+async def test_messages_already_waiting_are_taken_without_waiting_for_more() -> None:
+    inbox = Inbox(lambda: NOW, Counters())
+    deliver(inbox, message(0), message(1))
+    # Under load the next batch is already waiting: an hour's wait must not apply.
+    assert len(await asyncio.wait_for(inbox.take(100, 3600), 5)) == 2
+
+
 async def test_take_returns_what_came_within_the_wait() -> None:
     inbox = Inbox(lambda: NOW, Counters())
+    waiting = asyncio.create_task(inbox.take(100, 0.02))
+    await asyncio.sleep(0)
     deliver(inbox, message(0))
-    assert len(await asyncio.wait_for(inbox.take(100, 0.02), 5)) == 1
+    assert len(await asyncio.wait_for(waiting, 5)) == 1
 
 
 async def test_it_takes_over_an_aiomqtt_clients_messages() -> None:
