@@ -50,14 +50,6 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def attach(self, client: aiomqtt.Client) -> None:
-        """Take ``client``'s messages from now on (instead of its ``messages`` iterator)."""
-        # aiomqtt 2 has no public hook for this; its paho client is ``_client``.
-        inner = getattr(client, "_client", None)
-        if not isinstance(inner, paho.Client):
-            raise RuntimeError("this aiomqtt has no paho client to take messages from")
-        inner.on_message = self.on_message
-
     def on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         """paho's callback, on the event loop: keep the topic, the payload and the time."""
         if len(self._items) >= self.limit:
@@ -120,7 +112,8 @@ class Lanes:
         return sum(len(i) for i in self.inboxes)
 
     def attach(self, client: aiomqtt.Client) -> None:
-        """Take ``client``'s messages from now on (see :meth:`Inbox.attach`)."""
+        """Take ``client``'s messages from now on (instead of its ``messages`` iterator)."""
+        # aiomqtt 2 has no public hook for this; its paho client is ``_client``.
         inner = getattr(client, "_client", None)
         if not isinstance(inner, paho.Client):
             raise RuntimeError("this aiomqtt has no paho client to take messages from")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import aiomqtt
 import paho.mqtt.client as paho
 
-from controller.mqtt.inbox import Inbox
+from controller.mqtt.inbox import Inbox, Lanes
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -98,8 +98,8 @@ async def test_take_returns_what_came_within_the_wait() -> None:
     assert len(await asyncio.wait_for(waiting, 5)) == 1
 
 
-async def test_it_takes_over_an_aiomqtt_clients_messages() -> None:
+async def test_lanes_take_over_an_aiomqtt_clients_messages() -> None:
     client = aiomqtt.Client("127.0.0.1", 1)  # never connected
-    inbox = Inbox(lambda: NOW, Counters())
-    inbox.attach(client)
-    assert client._client.on_message == inbox.on_message
+    lanes = Lanes([Inbox(lambda: NOW, Counters())], "root/v1")
+    lanes.attach(client)
+    assert client._client.on_message == lanes.on_message
