@@ -158,20 +158,8 @@ def send_at_commit(ctx: Context, session: AsyncSession, row: CommandRow, locker:
         return
     if not _transition(row, CommandEvent.SENT):
         return
-    s = ctx.settings
-    now = ctx.clock.now()
-    row.attempts = 1
-    row.last_sent_at = now
-    delay = retry_delay(1, s.command_retry_initial_s, s.command_retry_max_s)
-    row.next_attempt_at = min(now + delay, row.expires_at)
-    outgoing.append(
-        Outgoing(
-            row.id,
-            row.locker_id,
-            ctx.topics.locker(row.locker_id, Channel.COMMAND),
-            signed_payload(row, ctx.keys, locker.key_generation),
-        )
-    )
+    _count_send(row, ctx.clock.now(), ctx)
+    outgoing.append(_outgoing(ctx, row, locker))
 
 
 def publish_after_commit(ctx: Context, outgoing: list[Outgoing]) -> None:
@@ -180,6 +168,22 @@ def publish_after_commit(ctx: Context, outgoing: list[Outgoing]) -> None:
     if outgoing and ctx.publisher is not None:
         ctx.publisher.publish_commands([(o.topic, o.payload) for o in outgoing])
     ctx.wake_dispatcher()
+
+
+def _outgoing(ctx: Context, row: CommandRow, locker: Locker) -> Outgoing:
+    topic = ctx.topics.locker(row.locker_id, Channel.COMMAND)
+    return Outgoing(
+        row.id, row.locker_id, topic, signed_payload(row, ctx.keys, locker.key_generation)
+    )
+
+
+def _count_send(row: CommandRow, now: datetime, ctx: Context) -> None:
+    """One more attempt made now; the next after the doubling delay, never past expiry."""
+    s = ctx.settings
+    row.attempts += 1
+    row.last_sent_at = now
+    delay = retry_delay(row.attempts, s.command_retry_initial_s, s.command_retry_max_s)
+    row.next_attempt_at = min(now + delay, row.expires_at)
 
 
 def _transition(row: CommandRow, event: CommandEvent) -> bool:
@@ -240,14 +244,7 @@ class CommandDispatcher:
                     row.next_attempt_at = row.expires_at
                     continue
                 row.lease_owner, row.lease_until = self.owner, now + LEASE
-                out.append(
-                    Outgoing(
-                        row.id,
-                        row.locker_id,
-                        ctx.topics.locker(row.locker_id, Channel.COMMAND),
-                        signed_payload(row, ctx.keys, locker.key_generation),
-                    )
-                )
+                out.append(_outgoing(ctx, row, locker))
         return out
 
     async def record_sent(self, command_ids: list[str]) -> None:
@@ -256,18 +253,14 @@ class CommandDispatcher:
             return
         ctx = self.ctx
         now = ctx.clock.now()
-        s = ctx.settings
         async with ctx.db.sessions.begin() as session:
             for row in await session.scalars(
                 select(CommandRow).where(CommandRow.id.in_(command_ids))
             ):
                 if not _transition(row, CommandEvent.SENT):
                     continue  # answered while we were publishing
-                row.attempts += 1
-                row.last_sent_at = now
                 row.lease_owner = row.lease_until = None
-                delay = retry_delay(row.attempts, s.command_retry_initial_s, s.command_retry_max_s)
-                row.next_attempt_at = min(now + delay, row.expires_at)
+                _count_send(row, now, ctx)
 
 
 def result_event(result: CommandResult) -> CommandEvent | None:
