@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.models import Command as CommandRow
 from controller.db.models import Compartment, Locker, Parcel, PickupCode
 from controller.domain.alarms import AlarmType
-from controller.domain.states import ParcelEvent, ParcelState
+from controller.domain.states import HOLDING_STATES, ParcelEvent, ParcelState
 from controller.services import alarms, audit, codes, commands, config_shadow, parcel_flow
 from controller.services.context import Context
 from controller.services.locker_state import CatchUp, locker_time, set_physical
@@ -64,6 +64,10 @@ CLOSE_EMPTY_AFTER: dict[str, ParcelEvent] = {
 """A remote opening for these purposes is done once the door closes with nothing inside."""
 
 
+HOLDER_EVENTS = (DoorOpened, DoorClosed, DoorForced, DoorLeftOpen, DoorJammed, TemperatureExcursion)
+"""Events whose effects need the parcel holding their compartment (loaded with the batch)."""
+
+
 @dataclass
 class BatchState:
     """What the effects of one batch share: loaded rows and follow-up work."""
@@ -72,6 +76,11 @@ class BatchState:
     compartments: dict[str, dict[str, Compartment]] = field(default_factory=dict)
     """Compartment rows by locker id, then label."""
     commands: dict[str, CommandRow] = field(default_factory=dict)
+    holding: dict[int, Parcel | None] = field(default_factory=dict)
+    """The parcel holding each compartment the batch's door events name (None: empty), locked
+    when the batch loaded it. No parcel can take a compartment while the batch holds its
+    locker's row (every allocation locks it first), so the only change is a parcel that stops
+    holding one, which :meth:`Effects._holding` sees in its state."""
     rebirth: set[str] = field(default_factory=set)
     catch_up: CatchUp = field(default_factory=CatchUp)
     """Work for lockers that came online in the batch, done at its end."""
@@ -131,7 +140,7 @@ class Effects:
         if isinstance(data, DoorForced | DoorLeftOpen | DoorJammed | TemperatureExcursion):
             compartment = self.state.compartments_of(locker.id).get(data.compartment)
             if compartment is not None:
-                parcel = await parcel_flow.holding_parcel(self.session, compartment.id)
+                parcel = await self._holding(compartment)
                 parcel_id = parcel.id if parcel is not None else None
         command_id = data.command_id if isinstance(data, DoorOpened) else None
         await alarms.on_event(
@@ -139,6 +148,15 @@ class Effects:
             parcel_id=parcel_id, command_known=command_id in self.state.commands,
             low_battery_pct=self.ctx.settings.low_battery_pct,
         )  # fmt: skip
+
+    async def _holding(self, compartment: Compartment) -> Parcel | None:
+        """The parcel that holds ``compartment`` now (loaded with the batch when it could be)."""
+        if compartment.id not in self.state.holding:
+            return await parcel_flow.holding_parcel(self.session, compartment.id)
+        parcel = self.state.holding[compartment.id]
+        if parcel is None or ParcelState(parcel.state) not in HOLDING_STATES:
+            return None
+        return parcel
 
     def _compartment(self, locker_id: str, label: str) -> Compartment | None:
         compartment = self.state.compartments_of(locker_id).get(label)
@@ -173,7 +191,7 @@ class Effects:
         set_physical(
             compartment, event.boot_id, event.seq, at, door=DoorState.OPEN, lock=LockState.RELEASED
         )
-        parcel = await parcel_flow.holding_parcel(self.session, compartment.id)
+        parcel = await self._holding(compartment)
         if parcel is not None and parcel.open_purpose == OpenPurpose.DEPOSIT:
             await parcel_flow.advance(
                 self.session,
@@ -200,7 +218,7 @@ class Effects:
             lock=LockState.LOCKED,
             occupied=data.occupied,
         )
-        parcel = await parcel_flow.holding_parcel(self.session, compartment.id)
+        parcel = await self._holding(compartment)
         if parcel is None:
             return
         step = _closing_step(parcel, data.occupied)

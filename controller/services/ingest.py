@@ -32,10 +32,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Command as CommandRow
-from controller.db.models import Compartment, DeviceMessage, Locker
+from controller.db.models import Compartment, DeviceMessage, Locker, Parcel
+from controller.domain.states import HOLDING_STATES
 from controller.services import alarms, commands, locker_state
 from controller.services.context import Context
-from controller.services.effects import BatchState, Effects
+from controller.services.effects import HOLDER_EVENTS, BatchState, Effects
 from protocol.auth import encode_signed_ack
 from protocol.codec import message_from_object, parse_json
 from protocol.errors import RemoteProtocolError
@@ -421,7 +422,8 @@ class Ingest:
     async def _load(
         self, session: AsyncSession, state: BatchState, items: list[_Sequenced]
     ) -> None:
-        """Load, in a few queries, the commands and compartments the batch's new messages touch.
+        """Load, in a few queries, the commands and compartments the batch's new messages touch,
+        and the parcels holding the compartments of its door events (locked).
 
         Only the compartments named by an event or by the command a result answers are loaded,
         and every compartment of a locker that sent a birth (the birth reconciles them all).
@@ -456,6 +458,29 @@ class Ingest:
         if conditions:
             for c in await session.scalars(select(Compartment).where(or_(*conditions))):
                 state.compartments_of(c.locker_id)[c.label] = c
+        doors = {
+            (s.locker_id, s.message.data.compartment)
+            for s in items
+            if isinstance(s.message, Event) and isinstance(s.message.data, HOLDER_EVENTS)
+        }
+        ids = [
+            found.id
+            for locker_id, label in sorted(doors)
+            if (found := state.compartments_of(locker_id).get(label)) is not None
+        ]
+        if ids:
+            state.holding.update(dict.fromkeys(ids))
+            for parcel in await session.scalars(
+                select(Parcel)
+                .where(
+                    Parcel.compartment_id.in_(ids),
+                    Parcel.state.in_([s.value for s in HOLDING_STATES]),
+                )
+                .order_by(Parcel.id)
+                .with_for_update()
+            ):
+                if parcel.compartment_id is not None:
+                    state.holding[parcel.compartment_id] = parcel
 
     def _count_streams(self, lockers: dict[str, Locker], fresh: list[_Sequenced]) -> None:
         per_boot: dict[tuple[str, int], list[int]] = defaultdict(list)
