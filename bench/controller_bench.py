@@ -10,11 +10,12 @@ reconnect storm. Run on demand; prints figures and writes JSON to ``bench/result
 How each is measured (see ``docs/performance.md``, "Controller"):
 
 * **deposit**: one controller (runtime + HTTP API) in this process, 200 simulated lockers
-  (:class:`~firmware_sim.fleet.MqttFleet`, in this process too) whose attendant has *zero*
-  human delays, 50 courier tasks each posting deposits one after another. Per deposit: the
-  time from the POST to the parcel's state ``notified`` as seen by a poller reading the
-  database every 5 ms, split into API answer, lock released at the locker (a locker observer),
-  and door events stored and applied.
+  (:class:`~firmware_sim.fleet.MqttFleet`, in a child process) whose attendant has *zero*
+  human delays, 50 courier tasks (another child) each posting deposits one after another.
+  Per deposit: the time from the POST to the commit that makes the parcel ``notified``, as
+  PostgreSQL announces it (a trigger's NOTIFY, added to the benchmark's own schema), split
+  into API answer, lock released at the locker (a locker observer), and door events stored
+  and applied.
 * **ingest**: pre-built, valid protocol ``Event`` messages from many registered locker ids,
   published at QoS 1 by paho clients in a child process, into one controller replica in a child
   process, while a bare paho subscriber (another child) drains the same stream. Durable rate:
@@ -60,15 +61,15 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import SecretStr
-from sqlalchemy import event, select, text
+from sqlalchemy import event, text
 
 from controller.db.engine import open_database
 from controller.db.migrate import upgrade
-from controller.db.models import Parcel
 from controller.demo.county import County, UserPlan, build_county
 from controller.embedded_broker import MosquittoProcess
 from controller.runtime import Runtime, build_runtime, tune_gc
@@ -252,36 +253,72 @@ def expect(conn: Connection, timeout: float, what: str) -> Any:
 # --- (a) deposit round trip -----------------------------------------------------------------
 
 
-class NotifiedPoller:
-    """Reads the database every 5 ms for parcels that reached ``notified``."""
+NOTIFIED_TRIGGER = """
+CREATE FUNCTION {schema}.bench_notified() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('{channel}',
+                    NEW.id::text || ' ' || extract(epoch FROM NEW.state_changed_at)::text);
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER bench_notified AFTER UPDATE OF state ON {schema}.parcels FOR EACH ROW
+  WHEN (NEW.state = 'notified' AND OLD.state IS DISTINCT FROM 'notified')
+  EXECUTE FUNCTION {schema}.bench_notified();
+"""
+"""Added to the benchmark's own schema only: PostgreSQL tells the watcher when a parcel's
+transaction reaching ``notified`` commits (a NOTIFY is delivered at commit)."""
+
+
+def notify_channel(url: str) -> str:
+    return "bench_" + url.rsplit("schema=", 1)[1]
+
+
+async def install_notified_trigger(url: str) -> None:
+    schema = url.rsplit("schema=", 1)[1]
+    db = open_database(url)
+    async with db.engine.begin() as connection:
+        sql = NOTIFIED_TRIGGER.format(schema=schema, channel=notify_channel(url))
+        function, trigger = sql.split("CREATE TRIGGER")
+        await connection.exec_driver_sql(function)
+        await connection.exec_driver_sql("CREATE TRIGGER" + trigger)
+    await db.dispose()
+
+
+class NotifiedWatcher:
+    """Learns from PostgreSQL (LISTEN) the moment each parcel's ``notified`` commits: no
+    polling load on the machine, and no polling interval in the figures."""
 
     def __init__(self, url: str) -> None:
-        self.db = open_database(url)
+        self.dsn = url.split("?", 1)[0]
+        self.channel = notify_channel(url)
         self.waiting: dict[int, asyncio.Future[tuple[float, datetime]]] = {}
+        self.early: dict[int, tuple[float, datetime]] = {}
+        self.connection: Any = None
+
+    async def start(self) -> None:
+        self.connection = await asyncpg.connect(self.dsn)
+        await self.connection.add_listener(self.channel, self._notified)
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        seen = time.time()
+        parcel, epoch = payload.split()
+        result = (seen, datetime.fromtimestamp(float(epoch), UTC))
+        future = self.waiting.pop(int(parcel), None)
+        if future is None:
+            self.early[int(parcel)] = result  # committed before the courier had its answer
+        elif not future.done():
+            future.set_result(result)
 
     def watch(self, parcel_id: int) -> asyncio.Future[tuple[float, datetime]]:
         future: asyncio.Future[tuple[float, datetime]] = asyncio.get_running_loop().create_future()
-        self.waiting[parcel_id] = future
+        if parcel_id in self.early:
+            future.set_result(self.early.pop(parcel_id))
+        else:
+            self.waiting[parcel_id] = future
         return future
 
-    async def run(self) -> None:
-        while True:
-            if self.waiting:
-                ids = list(self.waiting)
-                async with self.db.engine.connect() as connection:
-                    rows = (
-                        await connection.execute(
-                            select(Parcel.id, Parcel.state_changed_at).where(
-                                Parcel.id.in_(ids), Parcel.state == "notified"
-                            )
-                        )
-                    ).all()
-                seen = time.time()
-                for parcel_id, changed_at in rows:
-                    future = self.waiting.pop(parcel_id, None)
-                    if future is not None and not future.done():
-                        future.set_result((seen, changed_at))
-            await asyncio.sleep(0.005)
+    async def stop(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
 
 
 def wall(moment: datetime) -> float:
@@ -322,14 +359,14 @@ def deposit_fleet_main(specs: list[LockerSpec], port: int, root: str, conn: Conn
 
 def couriers_main(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
                   scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
-    """Child process: the couriers (HTTP clients) and the poller that sees parcels notified."""
+    """Child process: the couriers (HTTP clients) and the watcher that sees parcels notified."""
     asyncio.run(_couriers(base_url, url, tokens, locker_ids, scenarios, conn))
 
 
 async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
                     scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
-    poller = NotifiedPoller(url)
-    poll_task = asyncio.create_task(poller.run())
+    poller = NotifiedWatcher(url)
+    await poller.start()
     counter = iter(range(10**9))
     refused: dict[str, int] = {}
     async with httpx.AsyncClient(
@@ -384,10 +421,7 @@ async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list
             started = time.monotonic()
             await asyncio.gather(*(courier(n, rounds, think, samples) for n in range(count)))
             conn.send((name, time.monotonic() - started, samples))
-    poll_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await poll_task
-    await poller.db.dispose()
+    await poller.stop()
     conn.send(("done", 0.0, refused))
 
 
@@ -415,7 +449,7 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
     and 50 couriers back to back (saturation).
 
     The controller (runtime + HTTP API) runs in this process; the lockers and the couriers
-    (with the poller) each run in a child process, as they would on other machines."""
+    (with the watcher) each run in a child process, as they would on other machines."""
     install_task_dump()
     lockers, couriers = 200, 50
     scenarios: list[Scenario] = [
@@ -431,11 +465,12 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
     result: dict[str, Any] = {
         "lockers": lockers,
         "attendant": "zero human delays (Delays((0,0),(0,0),(0,0),(0,0)))",
-        "notified_poll_interval_ms": 5,
+        "notified_seen_by": "LISTEN for a trigger's NOTIFY, delivered when the update commits",
         "simulated_lock_actuation_ms": LOCK_ACTUATION_MS,
-        "processes": "controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + poller",
+        "processes": "controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + watcher",
     }
     async with pg_schema(base) as url:
+        await install_notified_trigger(url)
         with mosquitto() as broker:
             settings = make_settings(settings_kwargs(url, broker.port, root, secret))
             runtime = build_runtime(settings)
