@@ -32,6 +32,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firmware_sim import births
 from firmware_sim.cabinet import Cabinet, CompartmentHardware, Compartments, layout_index
 from firmware_sim.door import LOCK_ACTUATION_MS, DoorEffect, DoorInput, DoorPhase, door_step
 from firmware_sim.settings import Settings
@@ -118,7 +119,9 @@ class CompartmentFirmware:
 @functools.lru_cache(maxsize=1024)
 def _untouched_states(layout: tuple[CompartmentSpec, ...]) -> tuple[CompartmentState, ...]:
     """Every compartment of ``layout`` in its factory state (one shared tuple per layout)."""
-    return tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+    states = tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+    births.share(states)  # encoded once for every birth that reports it
+    return states
 
 
 def _out_of_service(state: CompartmentState) -> CompartmentState:

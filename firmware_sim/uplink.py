@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firmware_sim.births import encode_birth
 from firmware_sim.outbox import Outbox, OutboxLimits
 from firmware_sim.store import Buffered, DropRecord, NonVolatile, NvStore
 from protocol.auth import check_ack
@@ -142,7 +143,7 @@ class Uplink:
     def birth(self, build: BirthBuilder) -> int:
         """Buffer a birth (a rebirth on request); return its sequence number."""
         seq = self._next_seq()
-        self._keep(Channel.BIRTH, seq, encode(build(seq, self.now(), len(self.outbox))))
+        self._keep(Channel.BIRTH, seq, encode_birth(build(seq, self.now(), len(self.outbox))))
         return seq
 
     # --- overflow ---------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class Uplink:
         self.connection += 1
         self.outgoing.append(self.presence(PresenceState.ONLINE, self.connection))
         seq = self._next_seq()
-        payload = encode(build_birth(seq, self.now(), len(self.outbox)))
+        payload = encode_birth(build_birth(seq, self.now(), len(self.outbox)))
         if not self.outbox.has_room():
             self._discard_oldest()
         self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
