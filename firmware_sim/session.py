@@ -97,6 +97,7 @@ class LockerSession:
         "cmd_topic",
         "connected_once",
         "deadline",
+        "dirty",
         "failures",
         "link_boot",
         "locker",
@@ -106,7 +107,13 @@ class LockerSession:
         "topic_prefix",
     )
 
-    def __init__(self, locker: Locker, client: mqtt.Client, layout: TopicLayout) -> None:
+    def __init__(
+        self,
+        locker: Locker,
+        client: mqtt.Client,
+        layout: TopicLayout,
+        dirty: set[LockerSession] | None = None,
+    ) -> None:
         lid = locker.locker_id
         self.locker = locker
         self.client = client
@@ -122,6 +129,12 @@ class LockerSession:
         self.pending_mids: set[int] | None = None
         """Message ids of QoS 1 publishes awaiting their PUBACK (None: none yet)."""
         self.subscription: int | None = None
+        self.dirty: set[LockerSession] = set() if dirty is None else dirty
+        """The fleet's sessions to pump (the session is the locker's ``on_change``)."""
+
+    def __call__(self) -> None:
+        """The locker has something to send, a new deadline or another wish: pump it soon."""
+        self.dirty.add(self)
 
     def topic(self, channel: Channel) -> str:
         """Return this locker's topic of ``channel`` (made when needed, not kept)."""
