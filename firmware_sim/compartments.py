@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from firmware_sim import births
 from firmware_sim.cabinet import Cabinet, CompartmentHardware, Compartments, layout_index
@@ -60,6 +60,9 @@ from protocol.messages import (
     TemperatureReading,
     TemperatureRestored,
 )
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 TEMPERATURE_DEBOUNCE_MS = 5 * 60_000
 """How long a chilled compartment must stay out of (or back in) range before it is reported."""
@@ -158,22 +161,15 @@ def _reported(
     )
 
 
-Answer = Callable[[str, ResultStatus, Outcome, str], None]
-"""Sends the result of command ``command_id``: ``(command_id, status, outcome, compartment)``."""
-
-
 class Doors:
     """Runs the door machines of one locker for one boot."""
 
     __slots__ = (
-        "answer",
+        "board",
         "cabinet",
         "chilled",
         "layout",
-        "notify",
-        "now",
         "nv",
-        "settings",
         "states",
         "store",
         "timed",
@@ -187,31 +183,25 @@ class Doors:
         nv: NonVolatile,
         store: NvStore,
         uplink: Uplink,
-        settings: Callable[[], Settings],
-        answer: Answer,
-        notify: Callable[[Release], None],
-        clock: Callable[[], int],
+        board: Locker,
     ) -> None:
         self.cabinet = cabinet
         self.nv = nv
         self.store = store
         self.uplink = uplink
-        self.settings = settings
-        self.answer = answer
-        self.notify = notify
-        self.now = clock
-        """Monotonic time for the door timers (a clock fault does not step it)."""
+        self.board = board
+        """The locker this boot runs on (its settings, time, answers and observers)."""
         self.layout = layout_index(cabinet.spec.compartments)
         self.untouched = _untouched_states(cabinet.spec.compartments)
         """How a birth reports each compartment while nothing has happened to it."""
         self.states: Compartments[CompartmentFirmware] = Compartments(
-            self.layout, self._factory_state
+            self.layout, Doors._factory_state, self
         )
         """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: dict[str, None] = {}
         """The compartments with a timer or spring under way (a dict as an ordered set)."""
         self.chilled: list[CompartmentFirmware] = []
-        now = clock()
+        now = self.now()
         # A compartment whose hardware was never touched is in its factory state (door shut,
         # empty, sensors fine): what the firmware reads at boot is what _factory_state()
         # assumes, so its state is made only once something happens to it. The others are
@@ -223,8 +213,25 @@ class Doors:
             if hw.door_reading():
                 state.phase = DoorPhase.OPEN
                 state.opened_at = now
-                self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
+                self._set_deadline(state, now + self.settings().door_open_alarm_s * 1000)
             self.supervise(state.id)
+
+    def now(self) -> int:
+        """Monotonic time for the door timers (a clock fault does not step it)."""
+        return self.board.clock.now_ms()
+
+    def settings(self) -> Settings:
+        return self.board.current_settings()
+
+    def answer(
+        self, command_id: str, status: ResultStatus, outcome: Outcome, compartment: str
+    ) -> None:
+        """Send the result of remote open ``command_id``."""
+        self.board._answer_open(command_id, status, outcome, compartment)
+
+    def notify(self, release: Release) -> None:
+        """Tell the locker's observers that a lock was released."""
+        self.board._released(release)
 
     def _factory_state(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
         """The firmware's state of a compartment as it reads untouched hardware at boot."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from firmware_sim.births import encode_birth
 from firmware_sim.outbox import Outbox, OutboxLimits
@@ -38,6 +39,9 @@ from protocol.messages import (
     Telemetry,
 )
 from protocol.topics import DELIVERY, Channel
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +69,13 @@ class Uplink:
     __slots__ = (
         "acks_accepted",
         "acks_rejected",
+        "board",
         "boot_id",
-        "clock",
         "connected",
         "connection",
         "counters",
         "dropped_now",
         "locker_id",
-        "now",
         "nv",
         "outbox",
         "outgoing",
@@ -86,8 +89,7 @@ class Uplink:
         nv: NonVolatile,
         store: NvStore,
         limits: OutboxLimits,
-        rtc: Callable[[], int],
-        clock: Callable[[], int],
+        board: Locker,
         counters: Counter[str],
     ) -> None:
         self.locker_id = locker_id
@@ -95,10 +97,8 @@ class Uplink:
         self.nv = nv
         self.store = store
         self.boot_id = nv.boot_id
-        self.now = rtc
-        """The board's real-time clock (skew included): what goes into ``ts``."""
-        self.clock = clock
-        """Monotonic time for resending (never stepped by a clock fault)."""
+        self.board = board
+        """The locker this boot runs on (asked for the time: no bound method kept per boot)."""
         self.outbox = Outbox(nv.outbox, limits)
         self.seq = 0
         self.connection = 0
@@ -107,6 +107,14 @@ class Uplink:
         self.dropped_now = 0
         self.acks_accepted = 0
         self.acks_rejected = 0
+
+    def now(self) -> int:
+        """The board's real-time clock (skew included): what goes into ``ts``."""
+        return self.board.rtc_ms()
+
+    def clock(self) -> int:
+        """Monotonic time for resending (never stepped by a clock fault)."""
+        return self.board.clock.now_ms()
 
     # --- sequenced messages -----------------------------------------------------------------
 
