@@ -96,8 +96,9 @@ class CommandDesk:
         self.board = board
         """The locker this boot runs on (its settings, time, birth and reboots)."""
         self.counters = counters
-        self._recent_opens: list[int] = []
-        """When the remote opens of the last minute happened (at most 20: a list is enough)."""
+        self._recent_opens: list[int] | None = None
+        """When the remote opens of the last minute happened (at most 20: a list is enough;
+        made at the first remote open)."""
 
     def settings(self) -> Settings:
         return self.board.current_settings()
@@ -191,6 +192,8 @@ class CommandDesk:
         """The locker-side rate limit on remote opens (protocol §9: 20 in 60 s)."""
         now = self.clock()
         recent = self._recent_opens
+        if recent is None:
+            recent = self._recent_opens = []
         while recent and now - recent[0] >= OPEN_WINDOW_MS:
             del recent[0]
         if len(recent) >= MAX_OPENS_PER_WINDOW:

@@ -200,7 +200,8 @@ class Doors:
         """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: dict[str, None] = {}
         """The compartments with a timer or spring under way (a dict as an ordered set)."""
-        self.chilled: list[CompartmentFirmware] = []
+        self.chilled: tuple[CompartmentFirmware, ...] = ()
+        """The chilled compartments (an ambient locker's is the shared empty tuple)."""
         now = self.now()
         # A compartment whose hardware was never touched is in its factory state (door shut,
         # empty, sensors fine): what the firmware reads at boot is what _factory_state()
@@ -238,7 +239,7 @@ class Doors:
         hw = self.cabinet.compartments[spec.id]
         state = CompartmentFirmware(spec.id, hw, DoorPhase.LOCKED, False)
         if hw.chilled:
-            self.chilled.append(state)
+            self.chilled += (state,)
         return state
 
     # --- queries ----------------------------------------------------------------------------
@@ -322,7 +323,7 @@ class Doors:
             state.request = None
             state.hw.pops_at = None
             self._set_deadline(state, None)
-            self.nv.out_of_service.add(cid)
+            self.nv.out_of_service |= {cid}
             self.store.commit(self.nv)
             self.uplink.event(DoorJammed(cid, jammed.command_id if jammed else None))
             if jammed is not None and jammed.command_id:
@@ -339,7 +340,7 @@ class Doors:
                 state.occupied = state.hw.occupancy_reading()
             self.uplink.event(DoorClosed(cid, state.occupied, max(0, now - state.opened_at)))
             if serviced and cid in self.nv.out_of_service and state.door_sensor_ok:
-                self.nv.out_of_service.discard(cid)
+                self.nv.out_of_service -= {cid}
                 self.store.commit(self.nv)
         return effect
 

@@ -460,7 +460,7 @@ class MqttFleet:
         session.link_boot = session.locker.boot_id
         # Subscribe even when the session was resumed, and go online on the SUBACK (§6).
         _rc, session.subscription = client.subscribe(
-            [(session.cmd_topic, 1), (session.ack_topic, 1)]
+            [(session.topic(Channel.COMMAND), 1), (session.topic(Channel.ACK), 1)]
         )
 
     def _on_subscribe(
@@ -489,12 +489,8 @@ class MqttFleet:
             self._backoff(session)
 
     def _on_message(self, client: mqtt.Client, session: LockerSession, msg: Any) -> None:
-        topic = msg.topic
-        if topic == session.cmd_topic:
-            channel = Channel.COMMAND
-        elif topic == session.ack_topic:
-            channel = Channel.ACK
-        else:
+        channel = session.channel_of(msg.topic)
+        if channel is None:
             self.counts["foreign_dropped"] += 1
             return
         self.counts["received"] += 1

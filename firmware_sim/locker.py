@@ -114,7 +114,7 @@ class Locker:
         self.on_change: Callable[[], None] | None = None
         self.observers: list[Callable[[Locker, Release], None]] = []
         self._phase_ms = zlib.crc32(spec.locker_id.encode())
-        self._farewell: list[Outgoing] = []
+        self._farewell: list[Outgoing] | None = None
         """The offline presence published before a deliberate restart (it outlives the boot)."""
         if power_on:
             self._boot()
@@ -221,7 +221,7 @@ class Locker:
         if not self.powered:
             return []
         if self._farewell:
-            out, self._farewell = self._farewell, []
+            out, self._farewell = self._farewell, None
             return out + self.uplink.take()
         return self.uplink.take()
 
@@ -529,7 +529,7 @@ class Locker:
         if self._reboot_at is not None and now >= self._reboot_at:
             if self.uplink.connected:  # a deliberate restart says goodbye (protocol §6)
                 offline = self.uplink.presence(PresenceState.OFFLINE, self.uplink.connection)
-                self._farewell.append(offline)
+                self._farewell = [*(self._farewell or ()), offline]
             self.reboot()
             return
         self.doors.run_timers(now)

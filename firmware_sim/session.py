@@ -91,10 +91,8 @@ class LockerSession:
     """The MQTT side of one locker."""
 
     __slots__ = (
-        "ack_topic",
         "attempt",
         "client",
-        "cmd_topic",
         "connected_once",
         "deadline",
         "dirty",
@@ -117,9 +115,9 @@ class LockerSession:
         lid = locker.locker_id
         self.locker = locker
         self.client = client
-        self.cmd_topic = layout.locker(lid, Channel.COMMAND)
-        self.ack_topic = layout.locker(lid, Channel.ACK)
-        self.topic_prefix = self.cmd_topic[: -len(Channel.COMMAND.value)]
+        command_topic = layout.locker(lid, Channel.COMMAND)
+        self.topic_prefix = command_topic[: -len(Channel.COMMAND.value)]
+        """This locker's topics but the channel (the only topic string kept per locker)."""
         self.state = LinkState.IDLE
         self.deadline: int | None = None
         self.failures = 0
@@ -139,3 +137,15 @@ class LockerSession:
     def topic(self, channel: Channel) -> str:
         """Return this locker's topic of ``channel`` (made when needed, not kept)."""
         return self.topic_prefix + channel.value
+
+    def channel_of(self, topic: str) -> Channel | None:
+        """Return the channel of a topic this locker subscribes to (commands, acks), or None."""
+        prefix = self.topic_prefix
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :]
+        if rest == Channel.COMMAND.value:
+            return Channel.COMMAND
+        if rest == Channel.ACK.value:
+            return Channel.ACK
+        return None
