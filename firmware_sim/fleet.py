@@ -147,12 +147,14 @@ class MqttFleet:
             client.tls_set()
         session = LockerSession(locker, client, self.layout, self._dirty)
         client.user_data_set(session)
-        on_connect, on_disconnect, on_message, on_publish, on_subscribe = self._callbacks
+        on_connect, on_disconnect, on_message, _on_publish, on_subscribe = self._callbacks
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_message = on_message
-        client.on_publish = on_publish
         client.on_subscribe = on_subscribe
+        # on_publish is set only while a QoS 1 publish awaits its PUBACK (see _pump): paho
+        # calls it for every QoS 0 publish written too, with a new ReasonCode and Properties
+        # each time, which was a tenth of the CPU of a fleet sending only heartbeats.
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
         locker.on_change = session  # marks it for the next pump
@@ -321,6 +323,7 @@ class MqttFleet:
                 elif out.qos:
                     if session.pending_mids is None:
                         session.pending_mids = set()
+                        client.on_publish = self._callbacks[3]
                     session.pending_mids.add(info.mid)
             if not locker.link_wanted or locker.boot_id != session.link_boot:
                 if published:  # a goodbye first (written at the end of this turn), then drop
@@ -477,6 +480,7 @@ class MqttFleet:
     ) -> None:
         client.drop_out_messages()  # the locker's own buffer replays what matters
         session.pending_mids = None
+        client.on_publish = None
         previous = session.state
         if previous is LinkState.HANDSHAKE:
             self._outstanding -= 1
@@ -504,4 +508,5 @@ class MqttFleet:
             pending.discard(mid)
             if not pending:
                 session.pending_mids = None
+                client.on_publish = None  # until the next QoS 1 publish
             self.counts["pubacks"] += 1
