@@ -169,15 +169,20 @@ class Compartments(Mapping[str, V]):
         owner: object,
     ) -> None:
         self._index = index
-        self._made: dict[str, V] = {}
+        self._made: dict[str, V] | None = None
+        """The items made so far (None until the first: most lockers never touch most of
+        their compartments, and an empty dict is 80 bytes)."""
         self._make = make
         self._owner = owner
 
     def __getitem__(self, label: str) -> V:
-        item = self._made.get(label)
+        made = self._made
+        item = None if made is None else made.get(label)
         if item is None:
             position, spec = self._index[label]  # KeyError for an unknown label
-            item = self._made[label] = self._make(self._owner, position, spec)
+            if made is None:
+                made = self._made = {}
+            item = made[label] = self._make(self._owner, position, spec)
         return item
 
     def __contains__(self, label: object) -> bool:
@@ -191,16 +196,21 @@ class Compartments(Mapping[str, V]):
 
     def peek(self, label: str) -> V | None:
         """Return the item of ``label`` if it has been made, else ``None``."""
-        return self._made.get(label)
+        made = self._made
+        return None if made is None else made.get(label)
 
     def made(self) -> list[V]:
         """Return the items made so far, in layout order."""
         made = self._made
+        if made is None:
+            return []
         return [made[label] for label in self._index if label in made]
 
     def each_made(self) -> Collection[V]:
-        """Return the items made so far, in the order they were made (a live view)."""
-        return self._made.values()
+        """Return the items made so far, in the order they were made (to be used at once:
+        while nothing is made it is a shared empty tuple, not a view)."""
+        made = self._made
+        return () if made is None else made.values()
 
 
 class Cabinet:

@@ -103,7 +103,8 @@ class Uplink:
         self.seq = 0
         self.connection = 0
         self.connected = False
-        self.outgoing: list[Outgoing] = []
+        self.outgoing: list[Outgoing] | None = None
+        """What the transport must send now (None while nothing: a list is made per batch)."""
         self.dropped_now = 0
         self.acks_accepted = 0
         self.acks_rejected = 0
@@ -205,7 +206,7 @@ class Uplink:
         """The link is up: presence online, birth first, then the replay."""
         self.connected = True
         self.connection += 1
-        self.outgoing.append(self.presence(PresenceState.ONLINE, self.connection))
+        self._send(self.presence(PresenceState.ONLINE, self.connection))
         seq = self._next_seq()
         payload = encode_birth(build_birth(seq, self.now(), len(self.outbox)))
         if not self.outbox.has_room():
@@ -214,24 +215,24 @@ class Uplink:
         self.store.commit(self.nv)
         entry = self.outbox.send_first((self.boot_id, seq), self.clock())
         if entry is not None:
-            self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+            self._send(Outgoing.on(entry.channel, entry.payload))
         self.flush()
 
     def disconnect(self) -> None:
         """The link is down: nothing is in flight any more; queued output is void."""
         self.connected = False
         self.outbox.connection_lost()
-        self.outgoing.clear()
+        self.outgoing = None
 
     def telemetry(self, message: Telemetry) -> None:
         if self.connected:
-            self.outgoing.append(Outgoing.on(Channel.TELEMETRY, encode(message)))
+            self._send(Outgoing.on(Channel.TELEMETRY, encode(message)))
 
     def flush(self) -> None:
         """Queue whatever the buffer says is due (first sends and retransmissions)."""
         if self.connected:
             for entry in self.outbox.due(self.clock()):
-                self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+                self._send(Outgoing.on(entry.channel, entry.payload))
 
     def acknowledge(self, payload: bytes, command_key: bytes) -> int | None:
         """Apply a received acknowledgement if it is authentic; return how many messages it
@@ -251,6 +252,15 @@ class Uplink:
     def next_deadline(self) -> int | None:
         return self.outbox.next_deadline(self.clock()) if self.connected else None
 
+    def _send(self, out: Outgoing) -> None:
+        if self.outgoing is None:
+            self.outgoing = [out]
+        else:
+            self.outgoing.append(out)
+
     def take(self) -> list[Outgoing]:
-        out, self.outgoing = self.outgoing, []
+        out = self.outgoing
+        if out is None:
+            return []
+        self.outgoing = None
         return out
