@@ -60,6 +60,7 @@ class BareFleet:
         self._outstanding = 0
         self._misc_index = 0
         self._topics: dict[int, tuple[str, str]] = {}
+        on_connect, on_disconnect = self._on_connect, self._on_disconnect  # made once, shared
         for i in range(n):
             cid = f"{prefix}{i:05d}"
             client = LoopClient(
@@ -73,8 +74,8 @@ class BareFleet:
             telemetry = f"{root}/locker/{cid}/telemetry"
             client.user_data_set((presence, telemetry, zlib.crc32(cid.encode())))
             client.will_set(presence, OFFLINE, 1, True)
-            client.on_connect = self._on_connect
-            client.on_disconnect = self._on_disconnect
+            client.on_connect = on_connect
+            client.on_disconnect = on_disconnect
             self.loop.attach(client)
             client.connect_async(host, port, keepalive_s)
             self.clients.append(client)

@@ -23,9 +23,11 @@ live as long as the process. For each: the time from start until every client ha
 (counted on the client side), the CPU used to get there, the resident memory per client over
 the process's base, and the CPU share of one core at steady state (after ``--settle`` seconds,
 over ``--window`` seconds, sampled every 5 s: the median sample and the window's mean), plus the
-broker's CPU over the same window. It prints medians over the repeats and the ratios sim/bare,
-and writes everything to ``--out`` (JSON). With ``--processes K`` it then runs ``--mp-lockers``
-lockers split over K child processes at once, to see how far one machine goes.
+broker's CPU over the same window, and the machine's 1-minute load average when the phase
+started, when every client was connected and when the window ended. It prints medians over
+the repeats and the ratios sim/bare, and writes everything to ``--out`` (JSON). With
+``--processes K`` it then runs ``--mp-lockers`` lockers split over K child processes at once,
+to see how far one machine goes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
     from firmware_sim.spec import generate_fleet
     from protocol.urls import BrokerAddress
 
+    loads = [os.getloadavg()[0]]  # the machine's 1-minute load: at start, connected, end
     base_rss = rss_kb()
     cpu_start = time.process_time()
     built = time.monotonic()
@@ -98,6 +101,7 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
     connected_at = fleet.all_connected_at
     cpu_connected = time.process_time()
     rss_connected = rss_kb()
+    loads.append(os.getloadavg()[0])
     time.sleep(args.settle)
     samples: list[float] = []
     broker_before = cpu_seconds(args.broker_pid)
@@ -107,6 +111,7 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(SAMPLE_S)
         samples.append((time.process_time() - c0) / (time.monotonic() - t0))
     elapsed = time.monotonic() - window_start
+    loads.append(os.getloadavg()[0])
     window_cpu = (time.process_time() - cpu_window_start) / elapsed
     broker_cpu = (cpu_seconds(args.broker_pid) - broker_before) / elapsed
     if args.phase == "bare":
@@ -132,6 +137,7 @@ def run_phase(args: argparse.Namespace) -> dict[str, Any]:
         "broker_cpu_core": round(broker_cpu, 4),
         "connacks": connacks,
         "errors": errors,
+        "load_1min": [round(x, 2) for x in loads],
     }
     fleet.stop()
     return result
@@ -225,6 +231,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary = {k: median_of(runs, k) for k in keys}
     summary["connacks"] = min(r["connacks"] for r in runs)
     summary["errors"] = max(r["errors"] for r in runs)
+    loads = [x for r in runs for x in r.get("load_1min", ())]
+    summary["load_1min_range"] = [min(loads), max(loads)] if loads else None
     return summary
 
 
@@ -304,6 +312,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_total_mb": round(sum(p["rss_end_kb"] for p in parts) / 1024, 1),
                 "broker_cpu_core": max(p["broker_cpu_core"] for p in parts),
                 "broker_rss_mb": round(rss_kb(pid) / 1024, 1),
+                "load_1min": [x for p in parts for x in p["load_1min"]],
                 "parts": parts,
             }
     finally:
@@ -328,13 +337,16 @@ def print_summary(report: dict[str, Any]) -> None:
     for label, key in rows:
         print(f"{label:28}{bare[key]!s:>12}{sim[key]!s:>12}{ratios.get(key)!s:>10}")
     print(f"{'broker CPU (core)':28}{bare['broker_cpu_core']!s:>12}{sim['broker_cpu_core']!s:>12}")
+    loads = [f"{r['load_1min_range'][0]}-{r['load_1min_range'][1]}" for r in (bare, sim)]
+    print(f"{'1-minute load (min-max)':28}{loads[0]:>12}{loads[1]:>12}")
     if "processes" in report:
         mp = report["processes"]
         print(
             f"{mp['lockers']} lockers over {mp['processes']} processes: {mp['connacks']} CONNACKs, "
             f"all connected after {mp['all_connected_s']} s, {mp['cpu_core_total']} core in "
             f"total, {mp['rss_total_mb']} MB, broker {mp['broker_cpu_core']} core and "
-            f"{mp['broker_rss_mb']} MB, {mp['errors']} errors"
+            f"{mp['broker_rss_mb']} MB, {mp['errors']} errors, 1-minute load "
+            f"{min(mp['load_1min'])}-{max(mp['load_1min'])}"
         )
 
 

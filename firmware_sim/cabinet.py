@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from firmware_sim.spec import CompartmentSpec, LockerSpec
 from protocol.messages import PowerSource, TemperatureClass
@@ -151,30 +151,38 @@ def layout_index(layout: tuple[CompartmentSpec, ...]) -> Mapping[str, tuple[int,
 
 
 class Compartments(Mapping[str, V]):
-    """One ``V`` per compartment of a layout, made by ``make(position, spec)`` when first
-    asked for.
+    """One ``V`` per compartment of a layout, made by ``make(owner, position, spec)`` when
+    first asked for (``make`` a plain function, such as an unbound method of ``owner``'s
+    class: a bound method would cost 80 bytes per locker).
 
     It reads as a mapping from label to ``V`` in layout order; asking for an item (``[]``,
     ``get``, ``items()``, ``values()``) makes it if need be. :meth:`peek` and :meth:`made`
     look without making anything; ``in``, ``len`` and iterating over the labels make nothing.
     """
 
-    __slots__ = ("_index", "_made", "_make")
+    __slots__ = ("_index", "_made", "_make", "_owner")
 
     def __init__(
         self,
         index: Mapping[str, tuple[int, CompartmentSpec]],
-        make: Callable[[int, CompartmentSpec], V],
+        make: Callable[[Any, int, CompartmentSpec], V],
+        owner: object,
     ) -> None:
         self._index = index
-        self._made: dict[str, V] = {}
+        self._made: dict[str, V] | None = None
+        """The items made so far (None until the first: most lockers never touch most of
+        their compartments, and an empty dict is 80 bytes)."""
         self._make = make
+        self._owner = owner
 
     def __getitem__(self, label: str) -> V:
-        item = self._made.get(label)
+        made = self._made
+        item = None if made is None else made.get(label)
         if item is None:
             position, spec = self._index[label]  # KeyError for an unknown label
-            item = self._made[label] = self._make(position, spec)
+            if made is None:
+                made = self._made = {}
+            item = made[label] = self._make(self._owner, position, spec)
         return item
 
     def __contains__(self, label: object) -> bool:
@@ -188,16 +196,21 @@ class Compartments(Mapping[str, V]):
 
     def peek(self, label: str) -> V | None:
         """Return the item of ``label`` if it has been made, else ``None``."""
-        return self._made.get(label)
+        made = self._made
+        return None if made is None else made.get(label)
 
     def made(self) -> list[V]:
         """Return the items made so far, in layout order."""
         made = self._made
+        if made is None:
+            return []
         return [made[label] for label in self._index if label in made]
 
     def each_made(self) -> Collection[V]:
-        """Return the items made so far, in the order they were made (a live view)."""
-        return self._made.values()
+        """Return the items made so far, in the order they were made (to be used at once:
+        while nothing is made it is a shared empty tuple, not a view)."""
+        made = self._made
+        return () if made is None else made.values()
 
 
 class Cabinet:
@@ -215,7 +228,7 @@ class Cabinet:
         self.spec = spec
         self.salt = sum(spec.locker_id.encode())
         self.compartments: Compartments[CompartmentHardware] = Compartments(
-            layout_index(spec.compartments), self._make
+            layout_index(spec.compartments), Cabinet._make, self
         )
         for c in spec.compartments:
             if c.temperature is TemperatureClass.CHILLED:

@@ -19,17 +19,18 @@ never run twice, and its first result stays buffered until acknowledged). Every 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from firmware_sim.compartments import Doors, ReleaseRequest
 from firmware_sim.door import DoorPhase
 from firmware_sim.keypad import Screen
 from firmware_sim.settings import Settings
 from firmware_sim.store import NonVolatile, NvStore
-from firmware_sim.uplink import BirthBuilder, Uplink
+from firmware_sim.uplink import Uplink
 from protocol.auth import check_command
 from protocol.messages import (
     Action,
+    Birth,
     Command,
     CommandResult,
     ConfigApplied,
@@ -43,6 +44,9 @@ from protocol.messages import (
     SetConfig,
     SyncCodes,
 )
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 REBOOT_DELAY_MS = 1_000
 """Between accepting a reboot command and restarting (so that its result can go out)."""
@@ -58,18 +62,13 @@ class CommandDesk:
 
     __slots__ = (
         "_recent_opens",
-        "birth",
-        "clock",
+        "board",
         "command_key",
         "counters",
         "doors",
         "locker_id",
         "nv",
-        "reboot_at",
-        "rtc",
         "screen",
-        "settings",
-        "settings_changed",
         "store",
         "uplink",
     )
@@ -84,13 +83,8 @@ class CommandDesk:
         uplink: Uplink,
         doors: Doors,
         screen: Screen,
-        settings: Callable[[], Settings],
-        rtc: Callable[[], int],
-        clock: Callable[[], int],
+        board: Locker,
         counters: Counter[str],
-        birth: BirthBuilder,
-        reboot_at: Callable[[int], None],
-        settings_changed: Callable[[Settings, Settings], None],
     ) -> None:
         self.locker_id = locker_id
         self.command_key = command_key
@@ -99,15 +93,32 @@ class CommandDesk:
         self.uplink = uplink
         self.doors = doors
         self.screen = screen
-        self.settings = settings
-        self.rtc = rtc
-        self.clock = clock
+        self.board = board
+        """The locker this boot runs on (its settings, time, birth and reboots)."""
         self.counters = counters
-        self.birth = birth
-        self.reboot_at = reboot_at
-        self.settings_changed = settings_changed
-        self._recent_opens: list[int] = []
-        """When the remote opens of the last minute happened (at most 20: a list is enough)."""
+        self._recent_opens: list[int] | None = None
+        """When the remote opens of the last minute happened (at most 20: a list is enough;
+        made at the first remote open)."""
+
+    def settings(self) -> Settings:
+        return self.board.current_settings()
+
+    def rtc(self) -> int:
+        """The board's real-time clock: judges expiry."""
+        return self.board.rtc_ms()
+
+    def clock(self) -> int:
+        """Monotonic time (screen texts, reboot delay, the open rate limit)."""
+        return self.board.clock.now_ms()
+
+    def birth(self, seq: int, ts: int, pending: int) -> Birth:
+        return self.board._birth(seq, ts, pending)
+
+    def reboot_at(self, at_ms: int) -> None:
+        self.board._schedule_reboot(at_ms)
+
+    def settings_changed(self, old: Settings, new: Settings) -> None:
+        self.board._settings_changed(old, new)
 
     def handle(self, payload: bytes) -> None:
         """Check a received command and execute it, refuse it, or ignore a repeat."""
@@ -181,6 +192,8 @@ class CommandDesk:
         """The locker-side rate limit on remote opens (protocol §9: 20 in 60 s)."""
         now = self.clock()
         recent = self._recent_opens
+        if recent is None:
+            recent = self._recent_opens = []
         while recent and now - recent[0] >= OPEN_WINDOW_MS:
             del recent[0]
         if len(recent) >= MAX_OPENS_PER_WINDOW:

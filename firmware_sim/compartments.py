@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from firmware_sim import births
 from firmware_sim.cabinet import Cabinet, CompartmentHardware, Compartments, layout_index
 from firmware_sim.door import LOCK_ACTUATION_MS, DoorEffect, DoorInput, DoorPhase, door_step
 from firmware_sim.settings import Settings
@@ -59,6 +60,9 @@ from protocol.messages import (
     TemperatureReading,
     TemperatureRestored,
 )
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 TEMPERATURE_DEBOUNCE_MS = 5 * 60_000
 """How long a chilled compartment must stay out of (or back in) range before it is reported."""
@@ -118,7 +122,9 @@ class CompartmentFirmware:
 @functools.lru_cache(maxsize=1024)
 def _untouched_states(layout: tuple[CompartmentSpec, ...]) -> tuple[CompartmentState, ...]:
     """Every compartment of ``layout`` in its factory state (one shared tuple per layout)."""
-    return tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+    states = tuple(_reported(spec, DoorPhase.LOCKED, False, True, None) for spec in layout)
+    births.share(states)  # encoded once for every birth that reports it
+    return states
 
 
 def _out_of_service(state: CompartmentState) -> CompartmentState:
@@ -155,22 +161,15 @@ def _reported(
     )
 
 
-Answer = Callable[[str, ResultStatus, Outcome, str], None]
-"""Sends the result of command ``command_id``: ``(command_id, status, outcome, compartment)``."""
-
-
 class Doors:
     """Runs the door machines of one locker for one boot."""
 
     __slots__ = (
-        "answer",
+        "board",
         "cabinet",
         "chilled",
         "layout",
-        "notify",
-        "now",
         "nv",
-        "settings",
         "states",
         "store",
         "timed",
@@ -184,31 +183,26 @@ class Doors:
         nv: NonVolatile,
         store: NvStore,
         uplink: Uplink,
-        settings: Callable[[], Settings],
-        answer: Answer,
-        notify: Callable[[Release], None],
-        clock: Callable[[], int],
+        board: Locker,
     ) -> None:
         self.cabinet = cabinet
         self.nv = nv
         self.store = store
         self.uplink = uplink
-        self.settings = settings
-        self.answer = answer
-        self.notify = notify
-        self.now = clock
-        """Monotonic time for the door timers (a clock fault does not step it)."""
+        self.board = board
+        """The locker this boot runs on (its settings, time, answers and observers)."""
         self.layout = layout_index(cabinet.spec.compartments)
         self.untouched = _untouched_states(cabinet.spec.compartments)
         """How a birth reports each compartment while nothing has happened to it."""
         self.states: Compartments[CompartmentFirmware] = Compartments(
-            self.layout, self._factory_state
+            self.layout, Doors._factory_state, self
         )
         """The firmware's state of each compartment, made when first needed (see below)."""
         self.timed: dict[str, None] = {}
         """The compartments with a timer or spring under way (a dict as an ordered set)."""
-        self.chilled: list[CompartmentFirmware] = []
-        now = clock()
+        self.chilled: tuple[CompartmentFirmware, ...] = ()
+        """The chilled compartments (an ambient locker's is the shared empty tuple)."""
+        now = self.now()
         # A compartment whose hardware was never touched is in its factory state (door shut,
         # empty, sensors fine): what the firmware reads at boot is what _factory_state()
         # assumes, so its state is made only once something happens to it. The others are
@@ -220,15 +214,32 @@ class Doors:
             if hw.door_reading():
                 state.phase = DoorPhase.OPEN
                 state.opened_at = now
-                self._set_deadline(state, now + settings().door_open_alarm_s * 1000)
+                self._set_deadline(state, now + self.settings().door_open_alarm_s * 1000)
             self.supervise(state.id)
+
+    def now(self) -> int:
+        """Monotonic time for the door timers (a clock fault does not step it)."""
+        return self.board.clock.now_ms()
+
+    def settings(self) -> Settings:
+        return self.board.current_settings()
+
+    def answer(
+        self, command_id: str, status: ResultStatus, outcome: Outcome, compartment: str
+    ) -> None:
+        """Send the result of remote open ``command_id``."""
+        self.board._answer_open(command_id, status, outcome, compartment)
+
+    def notify(self, release: Release) -> None:
+        """Tell the locker's observers that a lock was released."""
+        self.board._released(release)
 
     def _factory_state(self, _position: int, spec: CompartmentSpec) -> CompartmentFirmware:
         """The firmware's state of a compartment as it reads untouched hardware at boot."""
         hw = self.cabinet.compartments[spec.id]
         state = CompartmentFirmware(spec.id, hw, DoorPhase.LOCKED, False)
         if hw.chilled:
-            self.chilled.append(state)
+            self.chilled += (state,)
         return state
 
     # --- queries ----------------------------------------------------------------------------
@@ -312,7 +323,7 @@ class Doors:
             state.request = None
             state.hw.pops_at = None
             self._set_deadline(state, None)
-            self.nv.out_of_service.add(cid)
+            self.nv.out_of_service |= {cid}
             self.store.commit(self.nv)
             self.uplink.event(DoorJammed(cid, jammed.command_id if jammed else None))
             if jammed is not None and jammed.command_id:
@@ -329,7 +340,7 @@ class Doors:
                 state.occupied = state.hw.occupancy_reading()
             self.uplink.event(DoorClosed(cid, state.occupied, max(0, now - state.opened_at)))
             if serviced and cid in self.nv.out_of_service and state.door_sensor_ok:
-                self.nv.out_of_service.discard(cid)
+                self.nv.out_of_service -= {cid}
                 self.store.commit(self.nv)
         return effect
 

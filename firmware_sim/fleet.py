@@ -109,6 +109,16 @@ class MqttFleet:
             if self.options.attendant is None
             else Attendant(self.people, self.options.attendant)
         )
+        # Each access to self._on_connect makes a new bound method (80 bytes): made once and
+        # shared by every client instead of five per client.
+        self._callbacks = (
+            self._on_connect,
+            self._on_disconnect,
+            self._on_message,
+            self._on_publish,
+            self._on_subscribe,
+        )
+        self._tick_fn = self._tick
         for spec in specs:
             self._add(spec)
         self.lockers = {lid: s.locker for lid, s in self.sessions.items()}
@@ -135,23 +145,23 @@ class MqttFleet:
         client.max_inflight_messages_set(100)
         if self.broker.tls:
             client.tls_set()
-        session = LockerSession(locker, client, self.layout)
+        session = LockerSession(locker, client, self.layout, self._dirty)
         client.user_data_set(session)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
+        on_connect, on_disconnect, on_message, _on_publish, on_subscribe = self._callbacks
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        client.on_subscribe = on_subscribe
+        # on_publish is set only while a QoS 1 publish awaits its PUBACK (see _pump): paho
+        # calls it for every QoS 0 publish written too, with a new ReasonCode and Properties
+        # each time, which was a tenth of the CPU of a fleet sending only heartbeats.
         self.loop.attach(client)
         client.connect_async(self.broker.host, self.broker.port, options.keepalive_s)
-        locker.on_change = functools.partial(self._changed, session)
+        locker.on_change = session  # marks it for the next pump
         if self._attendant is not None:
             locker.observers.append(self._attendant)  # one for all: it keeps no state
         self.sessions[spec.locker_id] = session
         self._misc_order.append(session)
-
-    def _changed(self, session: LockerSession) -> None:
-        self._dirty.add(session)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -290,9 +300,11 @@ class MqttFleet:
             if upcoming is not None and upcoming != self._agenda_wake:
                 self._agenda_wake = upcoming
                 self.loop.at(upcoming, _nothing)
-        while self._dirty:
-            dirty, self._dirty = self._dirty, set()
-            for session in dirty:
+        dirty = self._dirty
+        while dirty:
+            batch = list(dirty)  # pumping may mark sessions again: they wait for the next batch
+            dirty.clear()
+            for session in batch:
                 self._pump(session, now)
         self._admit(now)
 
@@ -311,6 +323,7 @@ class MqttFleet:
                 elif out.qos:
                     if session.pending_mids is None:
                         session.pending_mids = set()
+                        client.on_publish = self._callbacks[3]
                     session.pending_mids.add(info.mid)
             if not locker.link_wanted or locker.boot_id != session.link_boot:
                 if published:  # a goodbye first (written at the end of this turn), then drop
@@ -323,7 +336,7 @@ class MqttFleet:
         deadline = locker.next_deadline_ms()
         if deadline is not None and deadline != session.deadline:
             session.deadline = deadline
-            self.loop.at(deadline, functools.partial(self._tick, session, deadline))
+            self.loop.at(deadline, functools.partial(self._tick_fn, session, deadline))
         elif deadline is None:
             session.deadline = None
 
@@ -450,7 +463,7 @@ class MqttFleet:
         session.link_boot = session.locker.boot_id
         # Subscribe even when the session was resumed, and go online on the SUBACK (§6).
         _rc, session.subscription = client.subscribe(
-            [(session.cmd_topic, 1), (session.ack_topic, 1)]
+            [(session.topic(Channel.COMMAND), 1), (session.topic(Channel.ACK), 1)]
         )
 
     def _on_subscribe(
@@ -467,6 +480,7 @@ class MqttFleet:
     ) -> None:
         client.drop_out_messages()  # the locker's own buffer replays what matters
         session.pending_mids = None
+        client.on_publish = None
         previous = session.state
         if previous is LinkState.HANDSHAKE:
             self._outstanding -= 1
@@ -479,12 +493,8 @@ class MqttFleet:
             self._backoff(session)
 
     def _on_message(self, client: mqtt.Client, session: LockerSession, msg: Any) -> None:
-        topic = msg.topic
-        if topic == session.cmd_topic:
-            channel = Channel.COMMAND
-        elif topic == session.ack_topic:
-            channel = Channel.ACK
-        else:
+        channel = session.channel_of(msg.topic)
+        if channel is None:
             self.counts["foreign_dropped"] += 1
             return
         self.counts["received"] += 1
@@ -498,4 +508,5 @@ class MqttFleet:
             pending.discard(mid)
             if not pending:
                 session.pending_mids = None
+                client.on_publish = None  # until the next QoS 1 publish
             self.counts["pubacks"] += 1

@@ -68,7 +68,6 @@ class Locker:
         "_battery_alarm",
         "_farewell",
         "_keypad",
-        "_monotonic",
         "_next_heartbeat",
         "_phase_ms",
         "_reboot_at",
@@ -105,8 +104,6 @@ class Locker:
         self.spec = spec
         self.locker_id = spec.locker_id
         self.clock = clock
-        self._monotonic = clock.now_ms
-        """The injected clock's reading, one bound method shared by the parts of each boot."""
         self.store: NvStore = store if store is not None else MemoryStore()
         self.factory_settings = settings or Settings()
         self.limits = limits or OutboxLimits()
@@ -117,7 +114,7 @@ class Locker:
         self.on_change: Callable[[], None] | None = None
         self.observers: list[Callable[[Locker, Release], None]] = []
         self._phase_ms = zlib.crc32(spec.locker_id.encode())
-        self._farewell: list[Outgoing] = []
+        self._farewell: list[Outgoing] | None = None
         """The offline presence published before a deliberate restart (it outlives the boot)."""
         if power_on:
             self._boot()
@@ -172,10 +169,7 @@ class Locker:
         self.store.commit(nv)
         self.powered = True
         self.counters["boots"] += 1
-        rtc, monotonic = self.rtc_ms, self._monotonic
-        self.uplink = Uplink(
-            self.locker_id, nv, self.store, self.limits, rtc, monotonic, self.counters
-        )
+        self.uplink = Uplink(self.locker_id, nv, self.store, self.limits, self, self.counters)
         self.uplink.report_drops()  # forgets a record an earlier boot could not report
         self._screen = Screen()
         self._keypad = KeypadGuard()
@@ -183,17 +177,9 @@ class Locker:
         self.booted_at = self.clock.now_ms()
         self._reboot_at: int | None = None
         self._battery_alarm: tuple[int, int] | None = None
-        settings = self.current_settings
-        self.doors = Doors(
-            self.cabinet,
-            nv,
-            self.store,
-            self.uplink,
-            settings,
-            self._answer_open,
-            self._released,
-            monotonic,
-        )
+        # The parts ask this locker for the time, the settings and so on when they need them
+        # (no bound method kept per part and boot).
+        self.doors = Doors(self.cabinet, nv, self.store, self.uplink, self)
         self.commands = CommandDesk(
             locker_id=self.locker_id,
             command_key=self.spec.command_key,
@@ -202,13 +188,8 @@ class Locker:
             uplink=self.uplink,
             doors=self.doors,
             screen=self._screen,
-            settings=settings,
-            rtc=rtc,
-            clock=monotonic,
+            board=self,
             counters=self.counters,
-            birth=self._birth,
-            reboot_at=self._schedule_reboot,
-            settings_changed=self._settings_changed,
         )
         period = self.settings.heartbeat_s * 1000
         self._next_heartbeat = now + self._phase_ms % period
@@ -240,7 +221,7 @@ class Locker:
         if not self.powered:
             return []
         if self._farewell:
-            out, self._farewell = self._farewell, []
+            out, self._farewell = self._farewell, None
             return out + self.uplink.take()
         return self.uplink.take()
 
@@ -548,7 +529,7 @@ class Locker:
         if self._reboot_at is not None and now >= self._reboot_at:
             if self.uplink.connected:  # a deliberate restart says goodbye (protocol §6)
                 offline = self.uplink.presence(PresenceState.OFFLINE, self.uplink.connection)
-                self._farewell.append(offline)
+                self._farewell = [*(self._farewell or ()), offline]
             self.reboot()
             return
         self.doors.run_timers(now)

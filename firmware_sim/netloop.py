@@ -99,6 +99,8 @@ class NetLoop:
         """Sockets watched for writability (a write that could not finish at once)."""
         self.errors = 0
         self.last_error = ""
+        self._hooks = (self._socket_open, self._socket_close, self._want_write, self._no_write)
+        """The socket callbacks, as bound methods made once for every client."""
 
     # --- threads ----------------------------------------------------------------------------
 
@@ -180,10 +182,11 @@ class NetLoop:
 
     def attach(self, client: mqtt.Client) -> None:
         """Have this loop watch ``client``'s socket (call once per client, before connecting)."""
-        client.on_socket_open = self._socket_open
-        client.on_socket_close = self._socket_close
-        client.on_socket_register_write = self._want_write
-        client.on_socket_unregister_write = self._no_write
+        opened, closed, want_write, no_write = self._hooks
+        client.on_socket_open = opened
+        client.on_socket_close = closed
+        client.on_socket_register_write = want_write
+        client.on_socket_unregister_write = no_write
 
     def _socket_open(self, client: mqtt.Client, _userdata: Any, sock: Any) -> None:
         pass  # registered by connect()'s completion on the loop thread

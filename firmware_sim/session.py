@@ -91,12 +91,11 @@ class LockerSession:
     """The MQTT side of one locker."""
 
     __slots__ = (
-        "ack_topic",
         "attempt",
         "client",
-        "cmd_topic",
         "connected_once",
         "deadline",
+        "dirty",
         "failures",
         "link_boot",
         "locker",
@@ -106,13 +105,19 @@ class LockerSession:
         "topic_prefix",
     )
 
-    def __init__(self, locker: Locker, client: mqtt.Client, layout: TopicLayout) -> None:
+    def __init__(
+        self,
+        locker: Locker,
+        client: mqtt.Client,
+        layout: TopicLayout,
+        dirty: set[LockerSession] | None = None,
+    ) -> None:
         lid = locker.locker_id
         self.locker = locker
         self.client = client
-        self.cmd_topic = layout.locker(lid, Channel.COMMAND)
-        self.ack_topic = layout.locker(lid, Channel.ACK)
-        self.topic_prefix = self.cmd_topic[: -len(Channel.COMMAND.value)]
+        command_topic = layout.locker(lid, Channel.COMMAND)
+        self.topic_prefix = command_topic[: -len(Channel.COMMAND.value)]
+        """This locker's topics but the channel (the only topic string kept per locker)."""
         self.state = LinkState.IDLE
         self.deadline: int | None = None
         self.failures = 0
@@ -122,7 +127,25 @@ class LockerSession:
         self.pending_mids: set[int] | None = None
         """Message ids of QoS 1 publishes awaiting their PUBACK (None: none yet)."""
         self.subscription: int | None = None
+        self.dirty: set[LockerSession] = set() if dirty is None else dirty
+        """The fleet's sessions to pump (the session is the locker's ``on_change``)."""
+
+    def __call__(self) -> None:
+        """The locker has something to send, a new deadline or another wish: pump it soon."""
+        self.dirty.add(self)
 
     def topic(self, channel: Channel) -> str:
         """Return this locker's topic of ``channel`` (made when needed, not kept)."""
         return self.topic_prefix + channel.value
+
+    def channel_of(self, topic: str) -> Channel | None:
+        """Return the channel of a topic this locker subscribes to (commands, acks), or None."""
+        prefix = self.topic_prefix
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :]
+        if rest == Channel.COMMAND.value:
+            return Channel.COMMAND
+        if rest == Channel.ACK.value:
+            return Channel.ACK
+        return None

@@ -65,7 +65,9 @@ class NonVolatile:
     outbox: dict[tuple[int, int], Buffered] = field(default_factory=dict)
     dropped: DropRecord | None = None
     events_dropped_total: int = 0
-    out_of_service: set[str] = field(default_factory=set)
+    out_of_service: frozenset[str] = frozenset()
+    """Labels taken out of service by a jam (replaced, not changed in place: the empty one is
+    shared by every locker instead of an empty set each)."""
 
 
 class NvStore(Protocol):
@@ -199,5 +201,5 @@ def state_from_json(data: dict[str, Any]) -> NonVolatile:
         outbox=outbox,
         dropped=DropRecord(*map(int, dropped)) if dropped else None,
         events_dropped_total=int(data["events_dropped_total"]),
-        out_of_service=set(data["out_of_service"]),
+        out_of_service=frozenset(data["out_of_service"]),
     )

@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from firmware_sim.births import encode_birth
 from firmware_sim.outbox import Outbox, OutboxLimits
 from firmware_sim.store import Buffered, DropRecord, NonVolatile, NvStore
 from protocol.auth import check_ack
@@ -37,6 +39,9 @@ from protocol.messages import (
     Telemetry,
 )
 from protocol.topics import DELIVERY, Channel
+
+if TYPE_CHECKING:
+    from firmware_sim.locker import Locker
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +69,13 @@ class Uplink:
     __slots__ = (
         "acks_accepted",
         "acks_rejected",
+        "board",
         "boot_id",
-        "clock",
         "connected",
         "connection",
         "counters",
         "dropped_now",
         "locker_id",
-        "now",
         "nv",
         "outbox",
         "outgoing",
@@ -85,8 +89,7 @@ class Uplink:
         nv: NonVolatile,
         store: NvStore,
         limits: OutboxLimits,
-        rtc: Callable[[], int],
-        clock: Callable[[], int],
+        board: Locker,
         counters: Counter[str],
     ) -> None:
         self.locker_id = locker_id
@@ -94,18 +97,25 @@ class Uplink:
         self.nv = nv
         self.store = store
         self.boot_id = nv.boot_id
-        self.now = rtc
-        """The board's real-time clock (skew included): what goes into ``ts``."""
-        self.clock = clock
-        """Monotonic time for resending (never stepped by a clock fault)."""
+        self.board = board
+        """The locker this boot runs on (asked for the time: no bound method kept per boot)."""
         self.outbox = Outbox(nv.outbox, limits)
         self.seq = 0
         self.connection = 0
         self.connected = False
-        self.outgoing: list[Outgoing] = []
+        self.outgoing: list[Outgoing] | None = None
+        """What the transport must send now (None while nothing: a list is made per batch)."""
         self.dropped_now = 0
         self.acks_accepted = 0
         self.acks_rejected = 0
+
+    def now(self) -> int:
+        """The board's real-time clock (skew included): what goes into ``ts``."""
+        return self.board.rtc_ms()
+
+    def clock(self) -> int:
+        """Monotonic time for resending (never stepped by a clock fault)."""
+        return self.board.clock.now_ms()
 
     # --- sequenced messages -----------------------------------------------------------------
 
@@ -142,7 +152,7 @@ class Uplink:
     def birth(self, build: BirthBuilder) -> int:
         """Buffer a birth (a rebirth on request); return its sequence number."""
         seq = self._next_seq()
-        self._keep(Channel.BIRTH, seq, encode(build(seq, self.now(), len(self.outbox))))
+        self._keep(Channel.BIRTH, seq, encode_birth(build(seq, self.now(), len(self.outbox))))
         return seq
 
     # --- overflow ---------------------------------------------------------------------------
@@ -196,33 +206,33 @@ class Uplink:
         """The link is up: presence online, birth first, then the replay."""
         self.connected = True
         self.connection += 1
-        self.outgoing.append(self.presence(PresenceState.ONLINE, self.connection))
+        self._send(self.presence(PresenceState.ONLINE, self.connection))
         seq = self._next_seq()
-        payload = encode(build_birth(seq, self.now(), len(self.outbox)))
+        payload = encode_birth(build_birth(seq, self.now(), len(self.outbox)))
         if not self.outbox.has_room():
             self._discard_oldest()
         self.outbox.add(Buffered(self.boot_id, seq, Channel.BIRTH, payload))
         self.store.commit(self.nv)
         entry = self.outbox.send_first((self.boot_id, seq), self.clock())
         if entry is not None:
-            self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+            self._send(Outgoing.on(entry.channel, entry.payload))
         self.flush()
 
     def disconnect(self) -> None:
         """The link is down: nothing is in flight any more; queued output is void."""
         self.connected = False
         self.outbox.connection_lost()
-        self.outgoing.clear()
+        self.outgoing = None
 
     def telemetry(self, message: Telemetry) -> None:
         if self.connected:
-            self.outgoing.append(Outgoing.on(Channel.TELEMETRY, encode(message)))
+            self._send(Outgoing.on(Channel.TELEMETRY, encode(message)))
 
     def flush(self) -> None:
         """Queue whatever the buffer says is due (first sends and retransmissions)."""
         if self.connected:
             for entry in self.outbox.due(self.clock()):
-                self.outgoing.append(Outgoing.on(entry.channel, entry.payload))
+                self._send(Outgoing.on(entry.channel, entry.payload))
 
     def acknowledge(self, payload: bytes, command_key: bytes) -> int | None:
         """Apply a received acknowledgement if it is authentic; return how many messages it
@@ -242,6 +252,15 @@ class Uplink:
     def next_deadline(self) -> int | None:
         return self.outbox.next_deadline(self.clock()) if self.connected else None
 
+    def _send(self, out: Outgoing) -> None:
+        if self.outgoing is None:
+            self.outgoing = [out]
+        else:
+            self.outgoing.append(out)
+
     def take(self) -> list[Outgoing]:
-        out, self.outgoing = self.outgoing, []
+        out = self.outgoing
+        if out is None:
+            return []
+        self.outgoing = None
         return out
