@@ -61,6 +61,9 @@ what a reconnect storm of 5,000 lockers brings (~40,000)."""
 CLAIM_LIMIT = 200
 """Commands leased, signed and published in one round of the dispatcher."""
 
+OUTGOING_CALLS = 200
+"""Publishes awaiting their PUBACK at once (aiomqtt's ``max_concurrent_outgoing_calls``)."""
+
 
 @dataclass
 class BridgeStats:
@@ -171,8 +174,11 @@ class MqttBridge:
             # resend whatever no replica has acknowledged.
             clean_session=True,
             keepalive=30,
-            max_concurrent_outgoing_calls=200,
+            max_concurrent_outgoing_calls=OUTGOING_CALLS,
         ) as client:
+            # Hundreds of acks and commands in flight are the normal case under load, not a
+            # concern to log on every publish (aiomqtt warns beyond 10 by default).
+            client.pending_calls_threshold = OUTGOING_CALLS
             self._client = client
             count = self.lane_count()
             lanes = Lanes(
