@@ -214,8 +214,9 @@ class MqttBridge:
         empty after one), what they stored is merged and acknowledged together, at the latest
         ``ack_coalesce_ms`` after the first: a locker then gets one ack for several batches
         instead of one each. When the queue is empty, everything pending is acknowledged at
-        once. The next batch is stored while the acks wait for their PUBACKs, one set of acks
-        in flight at a time.
+        once. The next batches are stored while the acks wait for their PUBACKs, one set of
+        acks in flight at a time: while a set is still in flight, what later batches stored is
+        merged into the next set instead of the lane waiting.
         """
         acking: asyncio.Task[None] | None = None
         pending = AckBook()
@@ -239,7 +240,12 @@ class MqttBridge:
                 self.wake()
                 if self._on_batch is not None:
                     await self._on_batch(report)
-                if (len(inbox) or deferred) and time.monotonic() - pending_since < coalesce_s:
+                more = bool(len(inbox) or deferred)
+                if more and time.monotonic() - pending_since < coalesce_s:
+                    continue
+                if more and acking is not None and not acking.done():
+                    # The previous acks still wait for their PUBACKs (a busy broker): keep
+                    # storing, and merge into the next set rather than stall the lane.
                     continue
                 if acking is not None:
                     await acking
