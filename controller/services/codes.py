@@ -208,10 +208,11 @@ async def full_syncs(session: AsyncSession, ctx: Context, wanted: list[SyncWante
         for page in pages:
             if page.page in have:
                 continue
-            await commands.enqueue(
+            row = await commands.enqueue(
                 session, ctx, locker_id=w.locker.id, args=page, ttl=_sync_ttl(ctx),
                 locker=w.locker,
             )  # fmt: skip
+            commands.send_at_commit(ctx, session, row, w.locker)
             queued += 1
     return queued
 

@@ -18,9 +18,12 @@ from controller.testing.seed import Seeded
 from protocol.codes import code_hash
 from protocol.messages import (
     Action,
+    CompartmentState,
     DoorCause,
     DoorClosed,
     DoorOpened,
+    DoorState,
+    LockState,
     Outcome,
     Pickup,
     PresenceState,
@@ -30,7 +33,7 @@ from protocol.messages import (
     TemperatureClass,
 )
 from protocol.topics import Channel
-from tests.controller.support import RecordingSender, ScriptedLocker, actor
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
 
 
 async def deposited(
@@ -395,3 +398,25 @@ async def test_an_opening_published_at_commit_and_lost_is_retried_with_the_same_
         sync = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).one()
     assert [o.command_id for o in report.outgoing] == [sync.id]
     assert (sync.state, sync.attempts) == ("sent", 1)
+
+
+async def test_a_full_code_sync_a_birth_asks_for_is_published_at_the_batch_commit(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker
+) -> None:
+    """A locker whose birth reports another code cache version gets a full sync: the batch
+    stores its pages as sent once and hands them to the bridge (not the dispatcher), as a
+    reconnect storm needs for thousands of lockers at once."""
+    await deposited(runtime, seeded, locker, "SF4000000011")  # one active code to sync
+    publisher = LosingPublisher()
+    runtime.ctx.publisher = publisher
+    states = [
+        CompartmentState(label, size, temp, DoorState.CLOSED, LockState.LOCKED, False, True)
+        for label, size, temp in LAYOUT
+    ]
+    report = await locker.send(locker.birth(states, cache_version=7))
+    async with runtime.db.reader() as session:
+        syncs = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).all()
+    full = [c for c in syncs if c.args["mode"] == "full"]
+    assert full, "the birth asked for a full sync"
+    assert sorted(o.command_id for o in report.outgoing) == sorted(c.id for c in full)
+    assert {(c.state, c.attempts) for c in full} == {("sent", 1)}
