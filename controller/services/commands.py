@@ -254,8 +254,13 @@ class CommandDispatcher:
         ctx = self.ctx
         now = ctx.clock.now()
         async with ctx.db.sessions.begin() as session:
+            # Locked up front in id order, as a batch locks the commands its results answer:
+            # two transactions taking the same rows in different orders could deadlock.
             for row in await session.scalars(
-                select(CommandRow).where(CommandRow.id.in_(command_ids))
+                select(CommandRow)
+                .where(CommandRow.id.in_(command_ids))
+                .order_by(CommandRow.id)
+                .with_for_update()
             ):
                 if not _transition(row, CommandEvent.SENT):
                     continue  # answered while we were publishing

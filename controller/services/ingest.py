@@ -441,7 +441,10 @@ class Ingest:
         command_ids.discard("")
         if command_ids:
             for row in await session.scalars(
-                select(CommandRow).where(CommandRow.id.in_(command_ids)).with_for_update()
+                select(CommandRow)
+                .where(CommandRow.id.in_(command_ids))
+                .order_by(CommandRow.id)  # one lock order everywhere: no deadlocks
+                .with_for_update()
             ):
                 state.commands[row.id] = row
         whole = {s.locker_id for s in items if isinstance(s.message, Birth)}
