@@ -61,8 +61,9 @@ what a reconnect storm of 5,000 lockers brings (~40,000)."""
 CLAIM_LIMIT = 200
 """Commands leased, signed and published in one round of the dispatcher."""
 
-OUTGOING_CALLS = 200
-"""Publishes awaiting their PUBACK at once (aiomqtt's ``max_concurrent_outgoing_calls``)."""
+OUTGOING_CALLS = 1000
+"""Publishes awaiting their PUBACK at once (aiomqtt's ``max_concurrent_outgoing_calls`` and
+paho's in-flight window): acks and commands in a reconnect storm are thousands at a time."""
 
 
 @dataclass
@@ -175,6 +176,10 @@ class MqttBridge:
             clean_session=True,
             keepalive=30,
             max_concurrent_outgoing_calls=OUTGOING_CALLS,
+            # paho keeps 20 QoS 1 publishes in flight by default: at a busy broker's PUBACK
+            # round trip that throttled a storm's acks and code syncs to a few hundred a
+            # second, and lockers resent everything after their 30 s.
+            max_inflight_messages=OUTGOING_CALLS,
         ) as client:
             # Hundreds of acks and commands in flight are the normal case under load, not a
             # concern to log on every publish (aiomqtt warns beyond 10 by default).
