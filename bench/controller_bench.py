@@ -1231,6 +1231,7 @@ async def bench_storm(base: str, quick: bool, profile: bool = False) -> dict[str
                     result["bridge"] = {
                         "received": s.received, "stored": s.stored, "batches": s.batches,
                         "connects": s.connects, "commands_published": s.commands_published,
+                        "publish_failures": s.publish_failures,
                         "acks_published": s.acks_published,
                     }  # fmt: skip
                 conn.send(("stop", None))

@@ -88,6 +88,8 @@ class BridgeStats:
     """Time from publishing a batch's acks to their last PUBACK, in all (overlaps storing)."""
     overflowed: int = 0
     """Messages dropped because the inbox was full (their lockers send them again)."""
+    publish_failures: int = 0
+    """Acks and commands the broker did not confirm (sent again: see ``_publish``)."""
     queue_depth: Callable[[], int] = field(default=lambda: 0)
     rejections_by_code: dict[str, int] = field(default_factory=dict)
 
@@ -133,14 +135,30 @@ class MqttBridge:
         task.add_done_callback(self._publishing.discard)
 
     async def _publish_now(self, client: aiomqtt.Client, messages: list[tuple[str, bytes]]) -> None:
-        try:
-            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages))
-        except (aiomqtt.MqttError, TimeoutError) as exc:
+        sent = await self._publish(client, messages, "commands (retried)")
+        self.stats.commands_published += sum(sent)
+
+    async def _publish(
+        self, client: aiomqtt.Client, messages: list[tuple[str, bytes]], what: str
+    ) -> list[bool]:
+        """Publish at QoS 1; which ones the broker confirmed. A publish that fails or is not
+        confirmed in time is counted and logged, not raised: what it carried is sent again
+        (commands by their retry, events by their lockers); a lost connection is noticed by
+        the watch task."""
+        results = await asyncio.gather(
+            *(client.publish(t, p, qos=1) for t, p in messages), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for error in failed:
+            if not isinstance(error, aiomqtt.MqttError | TimeoutError):
+                raise error
+        if failed:
+            self.stats.publish_failures += len(failed)
             log.warning(
-                "publishing %d commands failed (%s); they will be retried", len(messages), exc
-            )
-            return
-        self.stats.commands_published += len(messages)
+                "%d of %d %s not confirmed by the broker (%s)",
+                len(failed), len(messages), what, failed[0],
+            )  # fmt: skip
+        return [not isinstance(r, BaseException) for r in results]
 
     @property
     def presence_topic(self) -> str:
@@ -271,8 +289,8 @@ class MqttBridge:
     async def _publish_acks(self, client: aiomqtt.Client, book: AckBook) -> None:
         started = time.monotonic()
         acks = book.sign(self.ctx)
-        await asyncio.gather(*(client.publish(a.topic, a.payload, qos=a.qos) for a in acks))
-        self.stats.acks_published += len(acks)
+        sent = await self._publish(client, [(a.topic, a.payload) for a in acks], "acks")
+        self.stats.acks_published += sum(sent)
         self.stats.ack_seconds += time.monotonic() - started
 
     async def _handle(self, batch: list[Inbound], wait_for: set[str] | None = None) -> BatchReport:
@@ -338,10 +356,12 @@ class MqttBridge:
                 await self._publish_commands(client, due)
 
     async def _publish_commands(self, client: aiomqtt.Client, due: list[Outgoing]) -> None:
-        await asyncio.gather(*(client.publish(c.topic, c.payload, qos=1) for c in due))
-        self.stats.commands_published += len(due)
+        sent = await self._publish(client, [(c.topic, c.payload) for c in due], "commands")
+        self.stats.commands_published += sum(sent)
         try:
-            await self.dispatcher.record_sent([c.command_id for c in due])
+            # The others stay leased and go out again when their lease ends.
+            confirmed = [c.command_id for c, ok in zip(due, sent, strict=True) if ok]
+            await self.dispatcher.record_sent(confirmed)
         except Exception:
             log.exception("recording %d sent commands failed", len(due))
 

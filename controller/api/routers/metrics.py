@@ -87,6 +87,11 @@ def _bridge(s: BridgeStats, instance: str) -> Iterable[Metric]:
         ("lockerfleet_events_ingested", "Sequenced messages stored (new)", s.stored),
         ("lockerfleet_events_duplicate", "Sequenced messages already stored", s.duplicates),
         ("lockerfleet_acks_published", "Acknowledgements published", s.acks_published),
+        (
+            "lockerfleet_publish_failures",
+            "Acks and commands the broker did not confirm (sent again later)",
+            s.publish_failures,
+        ),
         ("lockerfleet_commands_published", "Command publications", s.commands_published),
         ("lockerfleet_ingest_batches", "Ingest batches committed", s.batches),
         (
