@@ -16,9 +16,9 @@ Inside each connection these tasks run:
   commands, publishes them, and records that they were sent.
 
 aiomqtt does not reconnect by itself: :meth:`MqttBridge.run` loops with jittered exponential
-backoff (0.5 s doubling to 30 s). The controller's presence is published retained on connect,
-with an offline last will, per replica instance. Replicas share the lockers' streams through a
-shared subscription when ``share_group`` is set.
+backoff (0.5 s doubling to 4 s, ``reconnect.MAX_BACKOFF_S``). The controller's presence is
+published retained on connect, with an offline last will, per replica instance. Replicas share
+the lockers' streams through a shared subscription when ``share_group`` is set.
 """
 
 from __future__ import annotations
