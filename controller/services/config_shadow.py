@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from controller.db.models import Command as CommandRow
 from controller.db.models import Locker, LockerConfig
 from controller.domain import config as rules
-from controller.domain.errors import Conflict, NotFound
+from controller.domain.errors import NotFound
 from controller.domain.states import (
     OPEN_COMMAND_STATES,
     CommandEvent,
@@ -43,6 +43,7 @@ from controller.domain.states import (
 from controller.services import audit, commands, sites
 from controller.services.context import Actor, Context, Role
 from controller.services.lockers import STAFF, require
+from controller.services.parcel_flow import lock_fleet_locker
 from controller.services.views import CommandView
 from protocol.messages import Action
 
@@ -177,11 +178,7 @@ class ConfigShadow:
         """
         require(actor, Role.ADMIN, Role.TECHNICIAN)
         async with self.ctx.db.sessions.begin() as session:
-            locker = await session.get(Locker, locker_id, with_for_update=True)
-            if locker is None:
-                raise NotFound(f"no locker {locker_id!r}")
-            if locker.status == "decommissioned":
-                raise Conflict(f"locker {locker_id} is decommissioned")
+            locker = await lock_fleet_locker(session, locker_id)
             current = await _settings(session, locker_id, locker.config_version)
             base = current if current is not None else dict(rules.FACTORY)
             merged = rules.merge(base, changes)

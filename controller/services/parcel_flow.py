@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.db.models import Carrier, Compartment, Locker, Parcel, Recipient
-from controller.domain.errors import NotFound
+from controller.domain.errors import Conflict, NotFound
 from controller.domain.states import (
     HOLDING_STATES,
     IllegalTransition,
@@ -53,6 +53,15 @@ async def lock_locker(session: AsyncSession, locker_id: str) -> Locker:
     locker = await session.get(Locker, locker_id, with_for_update=True)
     if locker is None:
         raise NotFound(f"no locker {locker_id!r}")
+    return locker
+
+
+async def lock_fleet_locker(session: AsyncSession, locker_id: str, why: str = "") -> Locker:
+    """:func:`lock_locker`, refusing a decommissioned locker with :class:`Conflict` (its
+    message ends with ``why``)."""
+    locker = await lock_locker(session, locker_id)
+    if locker.status == "decommissioned":
+        raise Conflict(f"locker {locker_id} is decommissioned{why}")
     return locker
 
 

@@ -31,6 +31,7 @@ from controller.domain.errors import Conflict, InvalidRequest, NotAllowed, NotFo
 from controller.services import audit
 from controller.services.context import Actor, Context, Role
 from controller.services.lockers import credentials
+from controller.services.parcel_flow import lock_fleet_locker
 from controller.services.views import Credentials
 
 DEFAULT_TTL = timedelta(minutes=30)
@@ -94,11 +95,7 @@ class ProvisioningService:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.ctx.clock.now()
         async with self.ctx.db.sessions.begin() as session:
-            locker = await session.get(Locker, locker_id, with_for_update=True)
-            if locker is None:
-                raise NotFound(f"no locker {locker_id!r}")
-            if locker.status == "decommissioned":
-                raise Conflict(f"locker {locker_id} is decommissioned")
+            await lock_fleet_locker(session, locker_id)
             session.add(
                 ProvisioningToken(
                     locker_id=locker_id, token_hash=self.ctx.keys.token_hash(token),

@@ -25,11 +25,12 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from controller.db.models import Locker, ProvisioningToken
-from controller.domain.errors import Conflict, InvalidRequest, NotFound
+from controller.db.models import ProvisioningToken
+from controller.domain.errors import InvalidRequest
 from controller.services import audit
 from controller.services.context import Actor, Context, Role
 from controller.services.lockers import require
+from controller.services.parcel_flow import lock_fleet_locker
 from controller.services.provisioning import (
     DEFAULT_TTL,
     MAX_TTL,
@@ -84,11 +85,7 @@ class CredentialRotation:
             raise InvalidRequest("say why the credentials change")
         now = self.ctx.clock.now()
         async with self.ctx.db.sessions.begin() as session:
-            locker = await session.get(Locker, locker_id, with_for_update=True)
-            if locker is None:
-                raise NotFound(f"no locker {locker_id!r}")
-            if locker.status == "decommissioned":
-                raise Conflict(f"locker {locker_id} is decommissioned; its identity is gone")
+            locker = await lock_fleet_locker(session, locker_id, "; its identity is gone")
             old = locker.key_generation
             locker.key_generation = old + 1
             expired = await session.execute(
