@@ -9,9 +9,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
+from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.db.engine import open_database
 from controller.db.migrate import upgrade
@@ -101,3 +103,12 @@ async def locker(runtime: Runtime, seeded: Seeded) -> ScriptedLocker:
     scripted = ScriptedLocker(runtime, next(iter(seeded.lockers)))
     await scripted.come_online(LAYOUT)
     return scripted
+
+
+@pytest.fixture
+async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The runtime's HTTP API in process (ASGI), nothing started; a module may define its own
+    ``api`` (e.g. served over real HTTP)."""
+    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client

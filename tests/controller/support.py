@@ -127,3 +127,8 @@ async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
     found = await runtime.services.admin.authenticate(seeded.tokens[role])
     assert found is not None
     return found
+
+
+def auth(seeded: Seeded, role: str) -> dict[str, str]:
+    """The Authorization header of the seeded user ``role``."""
+    return {"Authorization": f"Bearer {seeded.tokens[role]}"}

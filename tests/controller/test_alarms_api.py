@@ -3,28 +3,14 @@ fleet health per county and township, and the Prometheus metrics."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
-from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.runtime import Runtime
 from controller.testing.seed import Seeded
 from protocol.messages import DoorForced, DoorLeftOpen, PresenceState, Tamper
-from tests.controller.support import LAYOUT, ScriptedLocker
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-def auth(seeded: Seeded, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.tokens[role]}"}
+from tests.controller.support import LAYOUT, ScriptedLocker, auth
 
 
 @pytest.fixture

@@ -15,17 +15,13 @@ from controller.db.models import Command, Parcel
 from controller.runtime import Runtime
 from controller.testing.http import serve_http
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
-from tests.controller.support import LAYOUT, ScriptedLocker
+from tests.controller.support import LAYOUT, ScriptedLocker, auth
 
 
 @pytest.fixture
 async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     async with serve_http(runtime) as base, httpx.AsyncClient(base_url=base) as client:
         yield client
-
-
-def auth(seeded: Seeded, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.tokens[role]}"}
 
 
 async def count(runtime: Runtime, model: type[Parcel] | type[Command]) -> int:

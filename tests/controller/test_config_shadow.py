@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,7 +14,6 @@ from alembic import command
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
-from controller.api.app import create_app
 from controller.api.routers.configs import ConfigIn
 from controller.db.engine import open_database
 from controller.db.migrate import alembic_config, upgrade
@@ -35,18 +33,7 @@ from protocol.messages import (
     SetConfig,
 )
 from tests.controller.conftest import controller_settings
-from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-def auth(seeded: Seeded, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.tokens[role]}"}
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor, auth
 
 
 async def set_config_commands(runtime: Runtime, locker_id: str) -> list[Command]:

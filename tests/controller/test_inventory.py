@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
-from controller.api.app import create_app
 from controller.runtime import Runtime
 from controller.testing.seed import seed_county
 from protocol.messages import CompartmentState, DoorState, LockState
 from tests.controller.support import LAYOUT, ScriptedLocker, actor
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
 
 
 async def born(runtime: Runtime, locker_id: str, firmware: str, boot_id: int = 1) -> None:

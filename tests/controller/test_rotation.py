@@ -4,30 +4,16 @@ tokens withdrawn, every change audited, decommissioning final, roles enforced.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from sqlalchemy import select
 
-from controller.api.app import create_app
 from controller.db.models import AuditEntry, Locker
 from controller.domain.errors import Conflict, NotAllowed
 from controller.runtime import Runtime
 from controller.testing.seed import Seeded
 from protocol.codes import code_hash
-from tests.controller.support import actor
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-def auth(seeded: Seeded, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.tokens[role]}"}
+from tests.controller.support import actor, auth
 
 
 async def test_rotation_gives_new_broker_and_command_keys_but_keeps_the_code_key(

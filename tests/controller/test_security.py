@@ -6,13 +6,11 @@ refuses every remote opening — but not a keypad pickup — until an admin lift
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.db.models import Alarm, AuditEntry, Command, Parcel
 from controller.domain.errors import FleetLockedDown, OpenLimitExceeded
@@ -150,13 +148,6 @@ async def test_the_limit_holds_across_two_replicas_on_one_database(
     assert all(isinstance(r, OpenLimitExceeded) for r in results if r not in granted)
     assert len(await audited(runtime, "open_refused")) == 6
     assert await count(runtime, Command) == 4
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
 
 
 async def test_lockdown_refuses_remote_openings_until_lifted_but_not_keypad_pickups(

@@ -5,13 +5,11 @@ gets no token and its messages are dropped."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.db.models import AuditEntry, ProvisioningToken
 from controller.runtime import Runtime
@@ -19,18 +17,7 @@ from controller.services.provisioning import InvalidProvisioningToken
 from controller.services.views import Credentials
 from controller.testing.seed import Seeded
 from protocol.messages import Tamper
-from tests.controller.support import LAYOUT, ScriptedLocker
-
-
-@pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime, start=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
-
-
-def auth(seeded: Seeded, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {seeded.tokens[role]}"}
+from tests.controller.support import LAYOUT, ScriptedLocker, auth
 
 
 async def issue(api: httpx.AsyncClient, seeded: Seeded, locker_id: str) -> str:
