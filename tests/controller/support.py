@@ -11,7 +11,9 @@ from typing import Any
 from controller.clock import to_ms
 from controller.runtime import Runtime
 from controller.services.context import Actor
+from controller.services.deposits import DepositRequest
 from controller.services.ingest import BatchReport, Inbound
+from controller.services.views import DepositStarted
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
 from protocol.codec import encode
 from protocol.messages import (
@@ -132,3 +134,20 @@ async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
 def auth(seeded: Seeded, role: str) -> dict[str, str]:
     """The Authorization header of the seeded user ``role``."""
     return {"Authorization": f"Bearer {seeded.tokens[role]}"}
+
+
+async def start_deposit(
+    runtime: Runtime,
+    seeded: Seeded,
+    locker_id: str,
+    tracking: str,
+    phone: str,
+    *,
+    size: SizeClass = SizeClass.S,
+    temperature: TemperatureClass = TemperatureClass.AMBIENT,
+    consent: str = "app",
+) -> DepositStarted:
+    """The seeded courier starts a deposit (consent recorded on the spot)."""
+    courier = await actor(runtime, seeded, "courier")
+    request = DepositRequest(tracking, locker_id, size, temperature, phone, consent_method=consent)
+    return await runtime.services.deposits.start(courier, request)

@@ -25,7 +25,6 @@ from controller.domain.alarms import (
 )
 from controller.domain.states import IllegalTransition
 from controller.runtime import Runtime
-from controller.services.deposits import DepositRequest
 from controller.testing.seed import Seeded
 from protocol.messages import (
     Action,
@@ -53,7 +52,7 @@ from protocol.messages import (
     TemperatureReading,
     TemperatureRestored,
 )
-from tests.controller.support import ScriptedLocker, actor
+from tests.controller.support import ScriptedLocker, actor, start_deposit
 
 
 async def alarms_of(runtime: Runtime, locker_id: str, type_: AlarmType) -> list[Alarm]:
@@ -266,14 +265,16 @@ async def test_a_sensor_alarm_clears_when_every_faulty_sensor_recovered(
 async def test_a_temperature_excursion_keeps_the_readings_as_evidence_for_the_parcel(
     runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
 ) -> None:
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF7000000001", locker.locker_id, SizeClass.M, TemperatureClass.CHILLED,
-            "13600000071", consent_method="in_person",
-        ),
-    )  # fmt: skip
+    started = await start_deposit(
+        runtime,
+        seeded,
+        locker.locker_id,
+        "SF7000000001",
+        "13600000071",
+        size=SizeClass.M,
+        temperature=TemperatureClass.CHILLED,
+        consent="in_person",
+    )
     label = started.parcel.compartment
     assert label == "R01"
     await locker.send(
@@ -359,14 +360,9 @@ async def test_low_battery_from_telemetry_is_raised_once(
 async def test_a_commanded_opening_that_jams_is_one_jam(
     runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, result_first: bool
 ) -> None:
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF7000000002", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
-            "13600000072", consent_method="in_person",
-        ),
-    )  # fmt: skip
+    started = await start_deposit(
+        runtime, seeded, locker.locker_id, "SF7000000002", "13600000072", consent="in_person"
+    )
     label = started.parcel.compartment
     assert label is not None and started.command_id is not None
     event = locker.event(DoorJammed(label, started.command_id))

@@ -16,10 +16,8 @@ from controller.db.models import Command
 from controller.mqtt.bridge import MqttBridge
 from controller.runtime import Runtime
 from controller.services.commands import LEASE
-from controller.services.deposits import DepositRequest
 from controller.testing.seed import Seeded
-from protocol.messages import SizeClass, TemperatureClass
-from tests.controller.support import ScriptedLocker, actor
+from tests.controller.support import ScriptedLocker, start_deposit
 
 
 class Broker:
@@ -60,14 +58,7 @@ async def test_a_bug_is_not_swallowed(runtime: Runtime) -> None:
 async def test_an_unconfirmed_command_is_not_recorded_sent_and_goes_out_again(
     runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
 ) -> None:
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF7000000001", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
-            "13700000001", consent_method="app",
-        ),
-    )  # fmt: skip
+    started = await start_deposit(runtime, seeded, locker.locker_id, "SF7000000001", "13700000001")
     bridge = bridge_of(runtime)
     due = await bridge.dispatcher.claim_due()
     assert [c.command_id for c in due] == [started.command_id]

@@ -33,7 +33,7 @@ from protocol.messages import (
     TemperatureClass,
 )
 from protocol.topics import Channel
-from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, actor, start_deposit
 
 
 async def deposited(
@@ -127,18 +127,7 @@ async def test_outage_moves_the_deadline_and_pauses_expiry(
 async def test_an_abandoned_reservation_is_released(
     runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
 ) -> None:
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF4000000003",
-            locker.locker_id,
-            SizeClass.S,
-            TemperatureClass.AMBIENT,
-            "13600000003",
-            consent_method="app",
-        ),
-    )
+    started = await start_deposit(runtime, seeded, locker.locker_id, "SF4000000003", "13600000003")
     clock.advance(minutes=31)
     assert (await runtime.services.housekeeping.run_once())["reservations_released"] == 0, (
         "not while its open command is still under way"
@@ -244,18 +233,7 @@ async def test_outbound_produce_is_dropped_off_and_collected(
 async def test_commands_are_retried_until_answered_or_expired(
     runtime: Runtime, seeded: Seeded, locker: ScriptedLocker, clock: ManualClock
 ) -> None:
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF4000000008",
-            locker.locker_id,
-            SizeClass.S,
-            TemperatureClass.AMBIENT,
-            "13600000008",
-            consent_method="app",
-        ),
-    )
+    started = await start_deposit(runtime, seeded, locker.locker_id, "SF4000000008", "13600000008")
     dispatcher = runtime.bridge.dispatcher  # type: ignore[union-attr]
     first = await dispatcher.claim_due()
     assert [c.command_id for c in first] == [started.command_id]
@@ -367,14 +345,7 @@ async def test_an_opening_published_at_commit_and_lost_is_retried_with_the_same_
     dispatcher sends the very same bytes at the first retry."""
     publisher = LosingPublisher()
     runtime.ctx.publisher = publisher
-    courier = await actor(runtime, seeded, "courier")
-    started = await runtime.services.deposits.start(
-        courier,
-        DepositRequest(
-            "SF4000000010", locker.locker_id, SizeClass.S, TemperatureClass.AMBIENT,
-            "13600000010", consent_method="app",
-        ),
-    )  # fmt: skip
+    started = await start_deposit(runtime, seeded, locker.locker_id, "SF4000000010", "13600000010")
     topic = runtime.ctx.topics.locker(locker.locker_id, Channel.COMMAND)
     assert [t for t, _ in publisher.lost] == [topic]
     async with runtime.db.reader() as session:
