@@ -64,7 +64,10 @@ CLOSE_EMPTY_AFTER: dict[str, ParcelEvent] = {
 """A remote opening for these purposes is done once the door closes with nothing inside."""
 
 
-HOLDER_EVENTS = (DoorOpened, DoorClosed, DoorForced, DoorLeftOpen, DoorJammed, TemperatureExcursion)
+PARCEL_ALARM_EVENTS = (DoorForced, DoorLeftOpen, DoorJammed, TemperatureExcursion)
+"""Events whose alarm names the parcel in the compartment."""
+
+HOLDER_EVENTS = (DoorOpened, DoorClosed, *PARCEL_ALARM_EVENTS)
 """Events whose effects need the parcel holding their compartment (loaded with the batch)."""
 
 
@@ -137,7 +140,7 @@ class Effects:
         """Raise or clear the alarms the event means (:mod:`~controller.services.alarms`)."""
         data = event.data
         parcel_id = None
-        if isinstance(data, DoorForced | DoorLeftOpen | DoorJammed | TemperatureExcursion):
+        if isinstance(data, PARCEL_ALARM_EVENTS):
             compartment = self.state.compartments_of(locker.id).get(data.compartment)
             if compartment is not None:
                 parcel = await self._holding(compartment)
