@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     ingest_lanes: int = Field(default=4, ge=1, le=32)
     """Batches stored side by side, lockers split among them (always 1 on SQLite, which has
     one writer at a time)."""
+    stream_qos: Literal[0, 1] = 0
+    """QoS at which the broker delivers the lockers' births, events and results to a replica.
+    At 0 there is no PUBACK per message and no broker in-flight window (Mosquitto's
+    ``max_inflight_messages``) between the broker and the ingest. Nothing is lost either way:
+    lockers keep every message until the controller's own signed ack (ADR 0003)."""
     ack_coalesce_ms: int = 1000
     """Under load, the acks of back-to-back batches are merged for at most this long."""
     code_lockout_attempts: int = 5

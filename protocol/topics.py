@@ -170,16 +170,25 @@ class TopicLayout:
                 f"unknown channel {parts[1]!r:.40}", code="invalid_topic"
             ) from None
 
-    def controller_subscriptions(self, share_group: str | None = None) -> list[tuple[str, int]]:
+    def controller_subscriptions(
+        self, share_group: str | None = None, *, stream_qos: int | None = None
+    ) -> list[tuple[str, int]]:
         """Return the filters (with QoS) a controller subscribes to.
 
         With ``share_group`` the event streams go through ``$share/{group}/`` so replicas split
         them; presence stays a plain subscription so that every replica sees retained state.
+        ``stream_qos`` caps the QoS at which the broker delivers the sequenced channels (birth,
+        event, result) to the controller; by default they arrive at the QoS they are published
+        at. The broker-to-controller hop is the subscriber's choice: acknowledgement is end to
+        end (§5.4), so a controller may take them at QoS 0.
         """
         shared = f"$share/{share_group}/" if share_group else ""
         subs = [(self.all_lockers(Channel.PRESENCE), 1)]
         for channel in (Channel.BIRTH, Channel.EVENT, Channel.RESULT, Channel.TELEMETRY):
-            subs.append((shared + self.all_lockers(channel), DELIVERY[channel].qos))
+            qos = DELIVERY[channel].qos
+            if stream_qos is not None:
+                qos = min(qos, stream_qos)
+            subs.append((shared + self.all_lockers(channel), qos))
         return subs
 
     def locker_subscriptions(self, locker_id: str) -> list[tuple[str, int]]:

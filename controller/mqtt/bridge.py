@@ -3,9 +3,10 @@
 Inside each connection these tasks run:
 
 * **receive**: every message from the subscriptions goes straight from paho's callback into
-  the inbox of its locker's ingest lane (acknowledged to the broker at once; durability is end
-  to end: lockers keep what we have not acknowledged in our own signed acks, see
-  ``docs/adr/0003-end-to-end-acknowledgements.md``); a task only watches aiomqtt's message
+  the inbox of its locker's ingest lane. The lockers' streams arrive at ``stream_qos`` (0 by
+  default: nothing to acknowledge to the broker); durability is end to end: lockers keep what
+  we have not acknowledged in our own signed acks, see
+  ``docs/adr/0003-end-to-end-acknowledgements.md``. A task only watches aiomqtt's message
   iterator, which ends when the connection is lost;
 * **ingest**, one per lane (``ingest_lanes``; lockers are split among lanes by id, so a
   locker's messages keep their order): takes up to ``ingest_batch_size`` messages (waiting at
@@ -212,7 +213,10 @@ class MqttBridge:
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )
-            for topic, qos in self.ctx.topics.controller_subscriptions(settings.share_group):
+            subscriptions = self.ctx.topics.controller_subscriptions(
+                settings.share_group, stream_qos=settings.stream_qos
+            )
+            for topic, qos in subscriptions:
                 await client.subscribe(topic, qos=qos)
             self.stats.connected = True
             self.stats.connects += 1

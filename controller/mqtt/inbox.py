@@ -9,7 +9,7 @@ runs on the event loop, from the socket's reader) and still uses aiomqtt for eve
 connecting, subscribing, publishing, and noticing a lost connection.
 
 The inbox is bounded. Beyond ``limit`` waiting messages new ones are dropped and counted:
-they have been acknowledged to the broker, but nothing acknowledges them end to end, so their
+the broker considers them delivered, but nothing acknowledges them end to end, so their
 lockers send them again (ADR 0003); the same holds for whatever is in the inbox when the
 process dies.
 """

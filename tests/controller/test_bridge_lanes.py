@@ -4,7 +4,7 @@ A locker's topics all map to one lane (so its stream keeps its order) and the la
 the fleet. Two dozen lockers publish interleaved events through a real Mosquitto to a bridge
 with four lanes (one on SQLite): every event is stored once, every locker's compartment ends
 in the state of its last event, and every locker is acknowledged up to its last sequence
-number.
+number, whether the broker delivers the streams at QoS 0 (the default) or 1.
 """
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ def test_a_lockers_topics_share_a_lane_and_every_lane_is_used() -> None:
 
 
 @pytest.mark.mqtt
+@pytest.mark.parametrize("stream_qos", [0, 1])
 async def test_interleaved_lockers_through_four_lanes_keep_each_stream_whole_and_in_order(
-    migrated_url: str, topic_root: str, mqtt_broker: BrokerAddress
+    migrated_url: str, topic_root: str, mqtt_broker: BrokerAddress, stream_qos: int
 ) -> None:
+    """At either QoS the broker delivers the streams at (``stream_qos``)."""
     settings = controller_settings(migrated_url, topic_root, mqtt_broker).model_copy(
-        update={"ingest_lanes": 4, "ingest_batch_size": 7}
+        update={"ingest_lanes": 4, "ingest_batch_size": 7, "stream_qos": stream_qos}
     )
     runtime = build_runtime(settings)
     seeded = await seed_county(runtime, lockers=LOCKERS, prefix=f"N{uuid.uuid4().hex[:6]}")

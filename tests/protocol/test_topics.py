@@ -102,6 +102,18 @@ def test_controller_subscriptions_plain_and_shared() -> None:
     assert shared[1:] == [(f"$share/ctl/{topic}", qos) for topic, qos in plain[1:]]
 
 
+def test_controller_subscriptions_at_a_lower_stream_qos() -> None:
+    """A controller may take the sequenced streams at QoS 0; presence keeps QoS 1."""
+    assert LAYOUT.controller_subscriptions(stream_qos=0) == [
+        ("lf/v1/locker/+/presence", 1),
+        ("lf/v1/locker/+/birth", 0),
+        ("lf/v1/locker/+/event", 0),
+        ("lf/v1/locker/+/result", 0),
+        ("lf/v1/locker/+/telemetry", 0),
+    ]
+    assert LAYOUT.controller_subscriptions(stream_qos=1) == LAYOUT.controller_subscriptions()
+
+
 def test_locker_subscriptions() -> None:
     assert LAYOUT.locker_subscriptions("L-1") == [
         ("lf/v1/locker/L-1/cmd", 1),
