@@ -36,6 +36,7 @@ import sqlalchemy.exc
 
 from controller.clock import to_ms
 from controller.mqtt.inbox import Inbox, Lanes
+from controller.mqtt.reading import paho_client_of, read_in_bulk
 from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
 from controller.services.context import Context
@@ -210,6 +211,7 @@ class MqttBridge:
                 self.ctx.topics.root,
             )
             lanes.attach(client)
+            read_in_bulk(paho_client_of(client))
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import aiomqtt
 import paho.mqtt.client as paho
 
+from controller.mqtt.reading import paho_client_of
 from controller.services.ingest import Inbound
 
 
@@ -113,11 +114,7 @@ class Lanes:
 
     def attach(self, client: aiomqtt.Client) -> None:
         """Take ``client``'s messages from now on (instead of its ``messages`` iterator)."""
-        # aiomqtt 2 has no public hook for this; its paho client is ``_client``.
-        inner = getattr(client, "_client", None)
-        if not isinstance(inner, paho.Client):
-            raise RuntimeError("this aiomqtt has no paho client to take messages from")
-        inner.on_message = self.on_message
+        paho_client_of(client).on_message = self.on_message
 
     def lane_of(self, topic: str) -> int:
         """The lane of a locker topic (``{root}/locker/{id}/...``); 0 for anything else."""
