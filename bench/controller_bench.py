@@ -613,6 +613,17 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
 class SqlCensus:
     """Counts the controller's SQL statements and commits (a round trip each), by statement."""
 
@@ -902,9 +913,13 @@ async def _replica(kwargs: dict[str, Any], conn: Connection) -> None:
 
 
 async def ingest_phase(
-    url: str, port: int, root: str, secret: str, lockers: list[str], boot: int,
+    url: str, broker: MosquittoProcess, root: str, secret: str, lockers: list[str], boot: int,
     per_locker: int, replicas: int, profile: str,
 ) -> dict[str, Any]:  # fmt: skip
+    """One phase: ``replicas`` replicas store what the publisher sends, beside the bare
+    subscriber. Besides the rates it reports the CPU every process used from the go to the last
+    row stored, and how busy the whole machine was meanwhile."""
+    port = broker.port
     total = len(lockers) * per_locker
     children: list[tuple[SpawnProcess, Connection]] = []
     for n in range(replicas):
@@ -917,7 +932,13 @@ async def ingest_phase(
     expect(bare_conn, 30, "the bare subscriber")
     expect(pub_conn, 120, "the publisher")
     db = open_database(url)
+    watched = {f"replica_{n + 1}": p.pid for n, (p, _) in enumerate(children)}
+    watched |= {"bare": bare.pid, "publisher": pub.pid}
+    if broker.process is not None:
+        watched["mosquitto"] = broker.process.pid
     try:
+        cpu_before = {k: process_cpu_s(pid) for k, pid in watched.items() if pid}
+        machine_before = machine_cpu()
         pub_conn.send("go")
         go = time.time()
         sql = "SELECT count(*) FROM device_messages WHERE boot_id = :b"
@@ -933,6 +954,8 @@ async def ingest_phase(
             if stored >= total:
                 break
             await asyncio.sleep(0.05)
+        cpu = {k: round(process_cpu_s(pid) - cpu_before[k], 2) for k, pid in watched.items() if pid}
+        machine_after = machine_cpu()
         published = expect(pub_conn, 300, "the publisher")
         bare_report = expect(bare_conn, 60, "the bare subscriber")
         pub_conn.send("finish")
@@ -965,6 +988,15 @@ async def ingest_phase(
         "durable_over_bare": round(durable_rate / bare_rate, 2) if bare_rate else None,
         "publisher": pub_report,
         "replica_reports": replica_reports,
+        "cpu_seconds": cpu,
+        "replica_cpu_us_per_event": round(
+            sum(v for k, v in cpu.items() if k.startswith("replica")) / max(stored, 1) * 1e6
+        ),
+        "machine_busy": round(
+            (machine_after[0] - machine_before[0])
+            / max(machine_after[1] - machine_before[1], 1e-9),
+            2,
+        ),
     }
 
 
@@ -987,7 +1019,7 @@ async def bench_ingest(base: str, quick: bool, profile: bool) -> dict[str, Any]:
                     RESULTS.mkdir(parents=True, exist_ok=True)
                     path = str(RESULTS / f"controller-ingest-profile-{stamp}.txt")
                 phase = await ingest_phase(
-                    url, broker.port, root, secret, ids, boot, per_locker, replicas, path
+                    url, broker, root, secret, ids, boot, per_locker, replicas, path
                 )
                 if path:
                     phase["profile"] = path
@@ -1065,7 +1097,8 @@ def print_ingest(phase: dict[str, Any]) -> None:
         f"({pub['publish_cpu_s']} s publisher CPU); "
         f"acks {pub['acks']} covering {pub['acked_seqs']} seqs, "
         f"{pub['acked_before_stored']} of {pub['ack_checks']} sampled acks ahead of the rows; "
-        f"{shares}",
+        f"{shares}; replica CPU {phase['replica_cpu_us_per_event']} us/event, CPU s "
+        f"{phase['cpu_seconds']}, machine {phase['machine_busy']:.0%} busy",
         flush=True,
     )
 
