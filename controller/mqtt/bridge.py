@@ -265,8 +265,10 @@ class MqttBridge:
                 if not pending:
                     pending_since = time.monotonic()
                 pending.merge(report.to_ack)
-                self.publish_commands([(o.topic, o.payload) for o in report.outgoing])
-                self.wake()
+                at_commit = report.at_commit
+                self.publish_commands([(o.topic, o.payload) for o in at_commit.outgoing])
+                if at_commit.dispatcher_needed():
+                    self.wake()
                 if self._on_batch is not None:
                     await self._on_batch(report)
                 more = bool(len(inbox) or deferred)

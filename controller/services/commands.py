@@ -18,7 +18,7 @@ locker's persistent session) and not retried; when it comes back they are due at
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,6 +102,9 @@ async def enqueue(
         next_attempt_at=now,
     )
     session.add(row)
+    at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
+    if at_commit is not None:
+        at_commit.queued.append(row)
     return row
 
 
@@ -132,13 +135,37 @@ class Outgoing:
 _AT_COMMIT = "lockerfleet.publish_at_commit"
 
 
-def publish_at_commit(session: AsyncSession) -> list[Outgoing]:
-    """Opt ``session`` in to :func:`send_at_commit`: the commands it marks go into the list
-    returned, which the caller publishes with :func:`publish_after_commit` once its
-    transaction has committed. Sessions not opted in leave every command to the dispatcher.
+@dataclass
+class AtCommit:
+    """What a transaction leaves to do once it has committed: the commands it stored as sent,
+    to publish now (:func:`send_at_commit`), and every command it queued, to know whether the
+    dispatcher has anything new to send."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    queued: list[CommandRow] = field(default_factory=list)
+    resent: bool = False
+    """Open commands were made due now (:func:`resend_now`)."""
+
+    def merge(self, other: AtCommit) -> None:
+        self.outgoing += other.outgoing
+        self.queued += other.queued
+        self.resent = self.resent or other.resent
+
+    def dispatcher_needed(self) -> bool:
+        """Whether the dispatcher has something new to send: a queued command still pending
+        (not sent at the commit), or commands made due now. Waking it otherwise costs a
+        claim transaction for nothing."""
+        return self.resent or any(row.state == CommandState.PENDING.value for row in self.queued)
+
+
+def publish_at_commit(session: AsyncSession) -> AtCommit:
+    """Opt ``session`` in to :func:`send_at_commit`: the commands it marks go into the
+    returned :class:`AtCommit`, which the caller hands to :func:`publish_after_commit` once
+    its transaction has committed. Sessions not opted in leave every command to the
+    dispatcher.
     """
-    outgoing: list[Outgoing] = session.info.setdefault(_AT_COMMIT, [])
-    return outgoing
+    at_commit: AtCommit = session.info.setdefault(_AT_COMMIT, AtCommit())
+    return at_commit
 
 
 def send_at_commit(ctx: Context, session: AsyncSession, row: CommandRow, locker: Locker) -> None:
@@ -152,22 +179,23 @@ def send_at_commit(ctx: Context, session: AsyncSession, row: CommandRow, locker:
     command goes out again at its first retry, as any unanswered send does. Otherwise the
     dispatcher sends it as usual.
     """
-    outgoing: list[Outgoing] | None = session.info.get(_AT_COMMIT)
+    at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
     publisher = ctx.publisher
-    if outgoing is None or publisher is None or not publisher.ready():
+    if at_commit is None or publisher is None or not publisher.ready():
         return
     if not _transition(row, CommandEvent.SENT):
         return
     _count_send(row, ctx.clock.now(), ctx)
-    outgoing.append(_outgoing(ctx, row, locker))
+    at_commit.outgoing.append(_outgoing(ctx, row, locker))
 
 
-def publish_after_commit(ctx: Context, outgoing: list[Outgoing]) -> None:
+def publish_after_commit(ctx: Context, at_commit: AtCommit) -> None:
     """Publish what :func:`send_at_commit` prepared (call after the commit); wake the
-    dispatcher for anything else the transaction queued."""
-    if outgoing and ctx.publisher is not None:
-        ctx.publisher.publish_commands([(o.topic, o.payload) for o in outgoing])
-    ctx.wake_dispatcher()
+    dispatcher if the transaction queued anything else."""
+    if at_commit.outgoing and ctx.publisher is not None:
+        ctx.publisher.publish_commands([(o.topic, o.payload) for o in at_commit.outgoing])
+    if at_commit.dispatcher_needed():
+        ctx.wake_dispatcher()
 
 
 def _outgoing(ctx: Context, row: CommandRow, locker: Locker) -> Outgoing:
@@ -333,6 +361,9 @@ async def cancel_open(session: AsyncSession, parcel_id: int, at: datetime) -> No
 
 async def resend_now(session: AsyncSession, locker_ids: list[str], at: datetime) -> None:
     """Make every open command of these lockers due now (they have just come back online)."""
+    at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
+    if at_commit is not None and locker_ids:
+        at_commit.resent = True
     await session.execute(
         update(CommandRow)
         .where(

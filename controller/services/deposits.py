@@ -174,7 +174,7 @@ class DepositService:
             raise InvalidRequest(f"consent_method must be one of {sorted(CONSENT_METHODS)}")
         now = self.ctx.clock.now()
         async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
-            outgoing = commands.publish_at_commit(session)
+            at_commit = commands.publish_at_commit(session)
             locker = await parcel_flow.lock_locker(session, request.locker_id)
             existing = await session.scalar(
                 select(Parcel).where(
@@ -233,7 +233,7 @@ class DepositService:
                 session, actor, locker, parcel, compartment, OpenPurpose.DEPOSIT, new_parcel=True
             )
             view = await self._view(session, parcel, command)
-        commands.publish_after_commit(self.ctx, outgoing)
+        commands.publish_after_commit(self.ctx, at_commit)
         return DepositStarted(view, command.id, created=True)
 
     async def _check_quota(self, session: AsyncSession, locker_id: str, carrier_id: int) -> None:
@@ -305,7 +305,7 @@ class DepositService:
     async def confirm(self, actor: Actor, parcel_id: int) -> ParcelView:
         """The courier confirms the parcel is inside (when the occupancy sensor did not)."""
         async with self.ctx.db.sessions.begin() as session:
-            outgoing = commands.publish_at_commit(session)
+            at_commit = commands.publish_at_commit(session)
             parcel = await self._owned(session, actor, parcel_id)
             compartment = await session.get(Compartment, parcel.compartment_id)
             if compartment is None or compartment.door != "closed":
@@ -317,7 +317,7 @@ class DepositService:
                 locker=locker,
             )  # fmt: skip
             view = await self._view(session, parcel)
-        commands.publish_after_commit(self.ctx, outgoing)
+        commands.publish_after_commit(self.ctx, at_commit)
         return view
 
     async def cancel(self, actor: Actor, parcel_id: int) -> ParcelView:
@@ -341,7 +341,7 @@ class DepositService:
         """Open the door again for a deposit not yet completed (moving to another compartment
         if its own went out of service, e.g. jammed)."""
         async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
-            outgoing = commands.publish_at_commit(session)
+            at_commit = commands.publish_at_commit(session)
             parcel = await self._owned(session, actor, parcel_id)
             if parcel.state not in (ParcelState.RESERVED, ParcelState.DOOR_OPENED):
                 raise InvalidRequest(f"parcel {parcel.ref} is {parcel.state}; nothing to reopen")
@@ -364,14 +364,14 @@ class DepositService:
                 session, actor, locker, parcel, compartment, OpenPurpose.DEPOSIT
             )
             view = await self._view(session, parcel, command)
-        commands.publish_after_commit(self.ctx, outgoing)
+        commands.publish_after_commit(self.ctx, at_commit)
         return DepositStarted(view, command.id, created=False)
 
     async def collect(self, actor: Actor, parcel_id: int) -> DepositStarted:
         """Open the door so the courier takes the parcel: an expired (or recalled) inbound
         parcel goes back to the carrier, an outbound one is collected for shipping."""
         async with audited_refusals(self.ctx, actor), self.ctx.db.sessions.begin() as session:
-            outgoing = commands.publish_at_commit(session)
+            at_commit = commands.publish_at_commit(session)
             parcel = await self._owned(session, actor, parcel_id)
             state = ParcelState(parcel.state)
             if state in (ParcelState.EXPIRED, ParcelState.NOTIFIED):
@@ -388,7 +388,7 @@ class DepositService:
                 raise LockerUnavailable(f"locker {locker.id} is offline")
             command = await self._open(session, actor, locker, parcel, compartment, purpose)
             view = await self._view(session, parcel, command)
-        commands.publish_after_commit(self.ctx, outgoing)
+        commands.publish_after_commit(self.ctx, at_commit)
         return DepositStarted(view, command.id, created=False)
 
     async def get(self, actor: Actor, parcel_id: int) -> ParcelView:

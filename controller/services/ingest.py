@@ -139,9 +139,9 @@ class BatchReport:
     """Everything the batch covered, new and duplicate alike, committed."""
     acks: list[Outbound] = field(default_factory=list)
     """``to_ack`` signed, unless the caller asked to sign later (the bridge coalesces)."""
-    outgoing: list[commands.Outgoing] = field(default_factory=list)
+    at_commit: commands.AtCommit = field(default_factory=commands.AtCommit)
     """Commands the batch stored as sent, to publish now it has committed
-    (:func:`~controller.services.commands.send_at_commit`)."""
+    (:func:`~controller.services.commands.send_at_commit`), and those it queued."""
 
     def merge(self, other: BatchReport) -> None:
         self.stored += other.stored
@@ -151,7 +151,7 @@ class BatchReport:
         self.deferred += other.deferred
         self.deferred_lockers |= other.deferred_lockers
         self.acks += other.acks
-        self.outgoing += other.outgoing
+        self.at_commit.merge(other.at_commit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +293,7 @@ class Ingest:
         if not locker_ids:
             return report
         async with self.ctx.db.sessions.begin() as session:
-            report.outgoing = commands.publish_at_commit(session)
+            report.at_commit = commands.publish_at_commit(session)
             if wait_for is None:
                 lockers = await self._lock_lockers(session, locker_ids)
                 busy: set[str] = set()

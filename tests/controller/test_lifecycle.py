@@ -345,9 +345,12 @@ async def test_an_opening_published_at_commit_and_lost_is_retried_with_the_same_
     dispatcher sends the very same bytes at the first retry."""
     publisher = LosingPublisher()
     runtime.ctx.publisher = publisher
+    wakes: list[None] = []
+    runtime.ctx.wake_dispatcher = lambda: wakes.append(None)
     started = await start_deposit(runtime, seeded, locker.locker_id, "SF4000000010", "13600000010")
     topic = runtime.ctx.topics.locker(locker.locker_id, Channel.COMMAND)
     assert [t for t, _ in publisher.lost] == [topic]
+    assert wakes == [], "nothing was left for the dispatcher, so it is not woken"
     async with runtime.db.reader() as session:
         row = await session.get(Command, started.command_id)
         assert row is not None and (row.state, row.attempts) == ("sent", 1)
@@ -367,8 +370,37 @@ async def test_an_opening_published_at_commit_and_lost_is_retried_with_the_same_
     )
     async with runtime.db.reader() as session:
         sync = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).one()
-    assert [o.command_id for o in report.outgoing] == [sync.id]
+    assert [o.command_id for o in report.at_commit.outgoing] == [sync.id]
     assert (sync.state, sync.attempts) == ("sent", 1)
+    assert not report.at_commit.dispatcher_needed()
+
+
+class OfflinePublisher:
+    """A bridge that has lost the broker: nothing can be published at commit."""
+
+    def ready(self) -> bool:
+        return False
+
+    def publish_commands(self, messages: list[tuple[str, bytes]]) -> None:
+        raise AssertionError("nothing is published while the broker is away")
+
+
+async def test_the_dispatcher_is_woken_for_commands_left_to_it_and_for_a_locker_back_online(
+    runtime: Runtime, seeded: Seeded, locker: ScriptedLocker
+) -> None:
+    """An opening the bridge could not take at commit stays pending and wakes the
+    dispatcher; so does a locker coming back online, whose open commands are due at once."""
+    runtime.ctx.publisher = OfflinePublisher()
+    wakes: list[None] = []
+    runtime.ctx.wake_dispatcher = lambda: wakes.append(None)
+    started = await start_deposit(runtime, seeded, locker.locker_id, "SF4000000012", "13600000012")
+    async with runtime.db.reader() as session:
+        row = await session.get(Command, started.command_id)
+        assert row is not None and (row.state, row.attempts) == ("pending", 0)
+    assert wakes == [None]
+    await locker.send(locker.presence(PresenceState.OFFLINE))
+    report = await locker.send(locker.presence(PresenceState.ONLINE))
+    assert report.at_commit.resent and report.at_commit.dispatcher_needed()
 
 
 async def test_a_full_code_sync_a_birth_asks_for_is_published_at_the_batch_commit(
@@ -389,5 +421,5 @@ async def test_a_full_code_sync_a_birth_asks_for_is_published_at_the_batch_commi
         syncs = (await session.scalars(select(Command).where(Command.action == "sync_codes"))).all()
     full = [c for c in syncs if c.args["mode"] == "full"]
     assert full, "the birth asked for a full sync"
-    assert sorted(o.command_id for o in report.outgoing) == sorted(c.id for c in full)
+    assert sorted(o.command_id for o in report.at_commit.outgoing) == sorted(c.id for c in full)
     assert {(c.state, c.attempts) for c in full} == {("sent", 1)}
