@@ -599,7 +599,7 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
         f"ms per deposit ({d['controller_cpu_busy']:.0%} busy; lockers' process "
         f"{d['fleet_cpu_busy']:.0%}, couriers' {d['couriers_cpu_busy']:.0%}); SQL per deposit: "
         f"{d['sql']['statements_per_deposit']} statements, {d['sql']['commits_per_deposit']} "
-        "commits",
+        f"commits; {d['sql']['connections_opened']} database connections opened",
         flush=True,
     )
 
@@ -625,14 +625,21 @@ def machine_cpu() -> tuple[float, float]:
 
 
 class SqlCensus:
-    """Counts the controller's SQL statements and commits (a round trip each), by statement."""
+    """Counts the controller's SQL statements and commits (a round trip each), by statement,
+    and the connections its pool opened (each one is a connect, and a prepare of every
+    statement it then runs)."""
 
     def __init__(self, engine: Any) -> None:
         self.statements: dict[str, int] = {}
         self.by_task: dict[str, int] = {}
         self.commits = 0
+        self.connects = 0
         event.listen(engine.sync_engine, "before_cursor_execute", self._statement)
         event.listen(engine.sync_engine, "commit", self._commit)
+        event.listen(engine.sync_engine, "connect", self._connect)
+
+    def _connect(self, *_: Any) -> None:
+        self.connects += 1
 
     def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         key = " ".join(statement.split())[:90]
@@ -645,10 +652,12 @@ class SqlCensus:
     def _commit(self, _conn: Any) -> None:
         self.commits += 1
 
-    def snapshot(self) -> tuple[dict[str, int], int, dict[str, int]]:
-        return dict(self.statements), self.commits, dict(self.by_task)
+    def snapshot(self) -> tuple[dict[str, int], int, dict[str, int], int]:
+        return dict(self.statements), self.commits, dict(self.by_task), self.connects
 
-    def since(self, before: tuple[dict[str, int], int, dict[str, int]], per: int) -> dict[str, Any]:
+    def since(
+        self, before: tuple[dict[str, int], int, dict[str, int], int], per: int
+    ) -> dict[str, Any]:
         """Statements and commits since ``before``, per deposit, with the commonest."""
         tasks = {k: v - before[2].get(k, 0) for k, v in self.by_task.items()}
         counts = {k: v - before[0].get(k, 0) for k, v in self.statements.items()}
@@ -657,6 +666,7 @@ class SqlCensus:
         return {
             "statements_per_deposit": round(sum(counts.values()) / max(1, per), 1),
             "commits_per_deposit": round((self.commits - before[1]) / max(1, per), 1),
+            "connections_opened": self.connects - before[3],
             "statements_per_deposit_by_task": {
                 k: round(v / max(1, per), 1) for k, v in sorted(tasks.items()) if v
             },
