@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
-import sqlalchemy.exc
 
 from controller.clock import to_ms
+from controller.db.outage import DATABASE_DOWN
 from controller.mqtt.inbox import Inbox, Lanes
 from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
@@ -44,14 +44,6 @@ from protocol.messages import ControllerPresence, PresenceState
 from protocol.urls import BrokerAddress
 
 log = logging.getLogger("lockerfleet.bridge")
-
-DATABASE_DOWN: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    ConnectionError,
-    OSError,
-)
-"""Failures that mean the database is unreachable, not that a message is bad."""
 
 INBOX_LIMIT = 200_000
 """Messages waiting for the ingest (all lanes together) beyond which new ones are dropped, to
