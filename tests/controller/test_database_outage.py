@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import aiomqtt
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from controller.api.app import create_app
 from controller.clock import ManualClock
 from controller.db.engine import open_database
-from controller.db.models import DeviceMessage
+from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel
 from controller.db.session import Database
 from controller.runtime import Runtime, build_runtime
 from controller.testing.seed import Seeded, seed_county
@@ -43,7 +43,7 @@ from protocol.messages import DoorClosed
 from protocol.topics import Channel
 from protocol.urls import BrokerAddress
 from tests.controller.conftest import controller_settings
-from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker
+from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, auth
 from tests.dbproxy import DatabaseProxy
 
 pytestmark = [pytest.mark.mqtt]
@@ -270,3 +270,111 @@ async def test_a_lone_event_whose_session_is_terminated_is_stored_and_acknowledg
     await eventually(lambda: seq in device.acked, within=10, what="the event acknowledged")
     assert await stored_seqs(fleet, [seq]) == [seq], "stored exactly once"
     assert not logged(caplog, "lockerfleet.bridge", "could not be stored"), "not taken for a bug"
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def deposit(locker_id: str, tracking: str) -> dict[str, object]:
+    return {
+        "tracking_number": tracking,
+        "locker_id": locker_id,
+        "size": "S",
+        "recipient_phone": "13900000001",
+        "consent_method": "in_person",
+    }
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    """The answer while the database is away: retryable, and saying so to people."""
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "database_unavailable"
+    assert "try again" in error["message"]
+    assert int(response.headers["Retry-After"]) == error["retry_after_s"] > 0
+
+
+async def parcels_of(fleet: Fleet, tracking: str) -> list[Parcel]:
+    async with fleet.direct.reader() as session:
+        return list(await session.scalars(select(Parcel).where(Parcel.tracking_number == tracking)))
+
+
+async def nothing_written_for(fleet: Fleet, tracking: str) -> None:
+    """No parcel, so no compartment reserved; no door command, no audit of one."""
+    assert await parcels_of(fleet, tracking) == []
+    async with fleet.direct.reader() as session:
+        commands = await session.scalar(
+            select(func.count()).select_from(Command).where(Command.locker_id == fleet.locker_id)
+            .where(Command.purpose == "deposit")
+        )  # fmt: skip
+        audited = await session.scalar(
+            select(func.count()).select_from(AuditEntry)
+            .where(AuditEntry.locker_id == fleet.locker_id, AuditEntry.action == "open_requested")
+        )  # fmt: skip
+    assert (commands, audited) == (0, 0)
+
+
+async def test_couriers_and_agents_are_told_to_retry_while_the_database_is_away(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "dbdown-1"}
+    body = deposit(fleet.locker_id, "SF3000000001")
+    await fleet.proxy.cut()
+
+    assert_unavailable(await fleet.api.post("/api/v1/deposits", json=body, headers=courier))
+    agent = auth(fleet.seeded, "agent")
+    assert_unavailable(await fleet.api.get("/api/v1/agent/occupancy", headers=agent))
+    warnings = logged(caplog, "lockerfleet.api", "database unavailable")
+    assert len(warnings) == 2, "one line per refused request"
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in warnings), "no traceback"
+
+    await fleet.proxy.restore()
+    await nothing_written_for(fleet, "SF3000000001")
+    # Allowed: one attempt. The first request after the outage succeeds.
+    retried = await fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+    assert retried.status_code == 201, retried.text
+    assert len(await parcels_of(fleet, "SF3000000001")) == 1
+    assert (await fleet.api.get("/api/v1/agent/occupancy", headers=agent)).status_code == 200
+
+
+@pytest.mark.parametrize("outage", ["cut", "terminated"])
+async def test_a_deposit_cut_off_half_way_leaves_nothing_reserved(
+    fleet: Fleet, outage: str
+) -> None:
+    courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "dbdown-2"}
+    body = deposit(fleet.locker_id, "SF3000000002")
+    async with fleet.lock_held("audit_log"):  # the deposit's last write, before its commit
+        request = asyncio.create_task(
+            fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+        )
+        stopped = await eventually(
+            lambda: fleet.backends(waiting_on_a_lock=True), what="the deposit half-way through"
+        )
+        if outage == "cut":
+            await fleet.proxy.cut()
+        else:
+            await fleet.terminate_backends()
+        assert_unavailable(await request)
+    await eventually(lambda: fleet.gone(stopped), what="the deposit's session over")
+    await nothing_written_for(fleet, "SF3000000002")
+
+    await fleet.proxy.restore()
+    # Allowed: one attempt. The same request, sent again, succeeds at once, and only once.
+    retried = await fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+    assert retried.status_code == 201, retried.text
+    (parcel,) = await parcels_of(fleet, "SF3000000002")
+    assert parcel.state == "reserved" and parcel.compartment_id is not None
+
+
+async def test_readyz_says_not_ready_while_the_database_is_away(fleet: Fleet) -> None:
+    assert (await fleet.api.get("/readyz")).status_code == 200
+    await fleet.proxy.cut()
+    away = await fleet.api.get("/readyz")
+    assert away.status_code == 503
+    assert away.json()["ready"] is False
+    assert away.json()["checks"]["database"].startswith("unreachable")
+    assert away.json()["checks"]["broker"] == "ok"
+    await fleet.proxy.restore()
+    back = await fleet.api.get("/readyz")
+    assert back.status_code == 200, back.text
+    assert back.json() == {"ready": True, "checks": {"database": "ok", "broker": "ok"}}
