@@ -16,6 +16,9 @@ types is the whole notion and an ``except DATABASE_DOWN`` catches them.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
@@ -73,3 +76,29 @@ def outage_cause(exc: BaseException) -> str:
         cause = exc.orig.__cause__ or exc.orig  # the driver's own error behind the adapter's
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[0]}"[:200] if text else type(cause).__name__
+
+
+class OutageNotice:
+    """Says once that a loop met an unreachable database, and once that it is back: an
+    operator reads one warning per outage, not one traceback per round."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.since: float | None = None
+
+    def began(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning(
+                "database unavailable (%s): %s paused until it is back",
+                outage_cause(exc), self.what,
+            )  # fmt: skip
+
+    def ended(self) -> None:
+        if self.since is not None:
+            self.log.info(
+                "database reachable again after %.0f s: %s resumed",
+                time.monotonic() - self.since, self.what,
+            )  # fmt: skip
+            self.since = None

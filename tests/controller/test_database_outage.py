@@ -34,12 +34,13 @@ from controller.db.engine import open_database
 from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel
 from controller.db.session import Database
 from controller.runtime import Runtime, build_runtime
+from controller.services.ingest import GAP_GRACE
 from controller.testing.seed import Seeded, seed_county
 from controller.testing.waiting import eventually
 from protocol.auth import check_ack
 from protocol.codec import decode_controller_message, encode
 from protocol.messages import Command as CommandMessage
-from protocol.messages import DoorClosed
+from protocol.messages import DoorClosed, RequestRebirth
 from protocol.topics import Channel
 from protocol.urls import BrokerAddress
 from tests.controller.conftest import controller_settings
@@ -378,3 +379,39 @@ async def test_readyz_says_not_ready_while_the_database_is_away(fleet: Fleet) ->
     back = await fleet.api.get("/readyz")
     assert back.status_code == 200, back.text
     assert back.json() == {"ready": True, "checks": {"database": "ok", "broker": "ok"}}
+
+
+# --- background work --------------------------------------------------------------------------
+
+
+async def test_housekeeping_and_the_dispatcher_carry_on_after_the_outage(
+    fleet: Fleet, device: Device, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gap in the locker's stream left alone is housekeeping's to chase (a rebirth request),
+    and the dispatcher's to send: both must work again once the database is back."""
+    caplog.set_level(logging.INFO, logger="lockerfleet")
+    fleet.locker.seq += 1  # one event lost on the way: a gap
+    await fleet.locker.send(fleet.locker.event(DoorClosed("A01", False, 0)))
+
+    await fleet.proxy.cut()
+    await eventually(
+        lambda: logged(caplog, "lockerfleet.runtime", "database unavailable"),
+        what="housekeeping meeting the outage",
+    )
+    await eventually(
+        lambda: logged(caplog, "lockerfleet.bridge", "claiming due commands failed"),
+        what="the dispatcher meeting the outage",
+    )
+    await asyncio.sleep(0.5)  # a few more rounds of both, still away
+    runtime_lines = [r for r in caplog.records if r.name == "lockerfleet.runtime"]
+    assert len(runtime_lines) == 1, "one line for the outage, not one per round"
+    assert not runtime_lines[0].exc_info, "and no traceback"
+
+    await fleet.proxy.restore()
+    clock.advance(seconds=GAP_GRACE.total_seconds() + 1)
+    await eventually(
+        lambda: any(isinstance(c.args, RequestRebirth) for c in device.commands),
+        what="the rebirth requested and sent",
+    )
+    assert logged(caplog, "lockerfleet.runtime", "database reachable again")
+    assert all(not t.done() for t in fleet.runtime.tasks), "no background task died"
