@@ -18,6 +18,7 @@ from pathlib import Path
 
 from controller.clock import Clock, SystemClock
 from controller.db.engine import open_database
+from controller.db.outage import DATABASE_DOWN, OutageNotice
 from controller.db.session import Database
 from controller.keys import KeyRing
 from controller.mqtt.bridge import MqttBridge
@@ -103,7 +104,11 @@ class Runtime:
         await self.provisioning.run()
 
     async def _background(self) -> None:
+        """Run the periodic jobs forever. A failing job is logged and tried again next round;
+        while the database is unreachable, the rounds are skipped with one line for the whole
+        outage (see :class:`OutageNotice`) rather than a traceback per job and round."""
         interval = self.settings.background_interval_s
+        outage = OutageNotice(log, "background work")
         rounds = 0
         while True:
             jobs: list[tuple[str, Callable[[], Awaitable[object]]]] = [
@@ -116,8 +121,13 @@ class Runtime:
             for name, job in jobs:
                 try:
                     await job()
+                except DATABASE_DOWN as exc:
+                    outage.began(exc)
+                    break  # the other jobs need the database too
                 except Exception:
                     log.exception("%s round failed", name)
+                else:
+                    outage.ended()
             rounds += 1
             await asyncio.sleep(interval)
 

@@ -1,5 +1,10 @@
 """Domain errors → HTTP: one JSON shape, ``{"error": {"code", "message", ...}}``, for every
-failure, with a stable machine code and a message for people."""
+failure, with a stable machine code and a message for people.
+
+An unreachable database (:data:`controller.db.outage.DATABASE_DOWN`) is nobody's mistake and
+passes: it answers ``503 database_unavailable`` with a ``Retry-After``, so that a courier's
+handheld or an agent's app tries again instead of reporting a bug, and is logged as one line.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from controller.db.outage import DATABASE_DOWN, outage_cause
 from controller.domain.errors import (
     Conflict,
     DomainError,
@@ -26,6 +32,10 @@ from controller.domain.errors import (
 from controller.domain.states import IllegalTransition
 
 log = logging.getLogger("lockerfleet.api")
+
+DATABASE_RETRY_AFTER_S = 5
+"""How long a client is asked to wait after a 503 ``database_unavailable``: a restarted
+PostgreSQL takes seconds, and every request tries a fresh connection."""
 
 STATUS: list[tuple[type[Exception], int]] = [
     (FleetLockedDown, 423),
@@ -88,6 +98,20 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "database unavailable (%s): %s %s answered 503",
+        outage_cause(exc), request.method, request.url.path,
+    )  # fmt: skip
+    body = error_body(
+        "database_unavailable",
+        "the controller cannot reach its database just now; "
+        f"please try again in {DATABASE_RETRY_AFTER_S} seconds",
+        retry_after_s=DATABASE_RETRY_AFTER_S,
+    )
+    return JSONResponse(body, 503, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(error_body("internal_error", "something went wrong on our side"), 500)
@@ -98,4 +122,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IllegalTransition, _illegal_transition)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    for unreachable in DATABASE_DOWN:
+        app.add_exception_handler(unreachable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -5,7 +5,9 @@ becomes ``postgresql+asyncpg``. SQLite connections get WAL journaling, ``synchro
 (NORMAL is not durable across a power cut; FULL costs nothing measurable once writes are
 batched), foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` so concurrent writers queue
 for the lock instead of failing. A ``?schema=NAME`` query parameter on a
-PostgreSQL URL sets the ``search_path`` (the test suite isolates itself that way).
+PostgreSQL URL sets the ``search_path`` (the test suite isolates itself that way). Every engine
+raises a connection lost mid-statement as :class:`~controller.db.outage.DatabaseUnavailable`
+(see :mod:`controller.db.outage`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from controller.db.outage import recognise_outages
 from controller.db.session import Database
 
 
@@ -113,6 +116,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if sa_url.get_backend_name() == "postgresql":
         kwargs.update(pool_size=10, max_overflow=10)
     engine = create_async_engine(sa_url, **kwargs)
+    recognise_outages(engine)
     if sa_url.get_backend_name() == "postgresql":
         event.listen(engine.sync_engine, "checkin", _checked_in)
         event.listen(engine.sync_engine, "checkout", _check_before_use)

@@ -32,9 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
-import sqlalchemy.exc
 
 from controller.clock import to_ms
+from controller.db.outage import DATABASE_DOWN, OutageNotice
 from controller.mqtt.inbox import Inbox, Lanes
 from controller.mqtt.reading import paho_client_of, read_in_bulk
 from controller.mqtt.reconnect import stay_connected
@@ -46,14 +46,6 @@ from protocol.messages import ControllerPresence, PresenceState
 from protocol.urls import BrokerAddress
 
 log = logging.getLogger("lockerfleet.bridge")
-
-DATABASE_DOWN: tuple[type[Exception], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    ConnectionError,
-    OSError,
-)
-"""Failures that mean the database is unreachable, not that a message is bad."""
 
 INBOX_LIMIT = 200_000
 """Messages waiting for the ingest (all lanes together) beyond which new ones are dropped, to
@@ -346,6 +338,7 @@ class MqttBridge:
 
     async def _dispatch(self, client: aiomqtt.Client) -> None:
         interval = self.ctx.settings.background_interval_s
+        outage = OutageNotice(log, "the command dispatcher")
         full = False
         while True:
             if not full:  # a full claim means more are due: claim again at once
@@ -355,10 +348,15 @@ class MqttBridge:
             self._wake.clear()
             try:
                 due = await self.dispatcher.claim_due(CLAIM_LIMIT)
+            except DATABASE_DOWN as exc:
+                outage.began(exc)  # one warning for the whole outage, not one per round
+                full = False
+                continue
             except Exception:
                 log.exception("claiming due commands failed")
                 full = False
                 continue
+            outage.ended()
             full = len(due) == CLAIM_LIMIT
             if due:
                 await self._publish_commands(client, due)

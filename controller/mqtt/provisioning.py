@@ -28,7 +28,7 @@ import secrets
 import aiomqtt
 
 from controller.clock import to_ms
-from controller.mqtt.bridge import DATABASE_DOWN
+from controller.db.outage import DATABASE_DOWN
 from controller.mqtt.reconnect import stay_connected
 from controller.services.context import Context
 from controller.services.provisioning import (

@@ -1,0 +1,104 @@
+"""What it means that the database is unreachable, rather than that a request or a message is
+wrong: one notion for every caller, so that each can wait and retry instead of giving up.
+
+The ingest retries a batch while the database is down, acknowledging nothing meanwhile (the
+lockers keep what is not acknowledged); the API answers ``503 database_unavailable`` with a
+``Retry-After``; provisioning answers ``unavailable``; the background loops skip a round.
+Each decides by :data:`DATABASE_DOWN`.
+
+A connection lost in the middle of a statement (the server restarted, the line was cut, the
+session was terminated) reaches SQLAlchemy's asyncpg dialect as asyncpg's
+``ConnectionDoesNotExistError``, which it reports as a plain ``DBAPIError``: the same class as a
+bug in a statement. :func:`recognise_outages` makes an engine raise such failures as
+:class:`DatabaseUnavailable` instead, an ``OperationalError``, so that one tuple of exception
+types is the whole notion and an ``except DATABASE_DOWN`` catches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import sqlalchemy.exc
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+"""Failures that mean the database is unreachable, not that a message or request is bad.
+``OSError`` (and ``TimeoutError``, one of them) is what a refused or timed-out connect raises:
+the driver's socket errors are not wrapped by SQLAlchemy."""
+
+SERVER_GOING_AWAY = ("57P01", "57P02", "57P03")
+"""SQLSTATEs of a server shutting down or starting up: admin_shutdown, crash_shutdown,
+cannot_connect_now. Class ``08`` (connection exceptions) counts too."""
+
+
+class DatabaseUnavailable(sqlalchemy.exc.OperationalError):
+    """The connection to the database was lost or refused by the server (reported by the
+    driver as a generic database error)."""
+
+
+def _lost_connection(context: ExceptionContext) -> BaseException | None:
+    error = context.sqlalchemy_exception
+    if context.is_pre_ping or not isinstance(error, sqlalchemy.exc.DBAPIError):
+        return None  # the pool reconnects by itself; or not a driver's error at all
+    if error.orig is None:
+        return None
+    if isinstance(error, DATABASE_DOWN):
+        return None
+    sqlstate = str(getattr(context.original_exception, "sqlstate", None) or "")
+    if not (context.is_disconnect or sqlstate.startswith("08") or sqlstate in SERVER_GOING_AWAY):
+        return None
+    return DatabaseUnavailable(
+        error.statement,
+        error.params,
+        error.orig,
+        hide_parameters=error.hide_parameters,
+        connection_invalidated=context.is_disconnect,
+    )
+
+
+def recognise_outages(engine: AsyncEngine) -> None:
+    """Make ``engine`` raise a lost connection as :class:`DatabaseUnavailable`."""
+    event.listen(engine.sync_engine, "handle_error", _lost_connection, retval=True)
+
+
+def outage_cause(exc: BaseException) -> str:
+    """One line naming what failed, for a log: the driver's error, without SQL or parameters."""
+    cause: BaseException = exc
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        cause = exc.orig.__cause__ or exc.orig  # the driver's own error behind the adapter's
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0]}"[:200] if text else type(cause).__name__
+
+
+class OutageNotice:
+    """Says once that a loop met an unreachable database, and once that it is back: an
+    operator reads one warning per outage, not one traceback per round."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.since: float | None = None
+
+    def began(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning(
+                "database unavailable (%s): %s paused until it is back",
+                outage_cause(exc), self.what,
+            )  # fmt: skip
+
+    def ended(self) -> None:
+        if self.since is not None:
+            self.log.info(
+                "database reachable again after %.0f s: %s resumed",
+                time.monotonic() - self.since, self.what,
+            )  # fmt: skip
+            self.since = None

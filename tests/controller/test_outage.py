@@ -1,0 +1,66 @@
+"""A PostgreSQL that is starting up (or shutting down) counts as unreachable.
+
+While a restarted server recovers it refuses sessions with SQLSTATE 57P03
+(``cannot_connect_now``), which SQLAlchemy's asyncpg dialect reports as a plain ``DBAPIError``,
+the class of a bug in a statement. The engine must raise it as an outage, so that the ingest
+retries instead of dropping the batch and the API answers 503 instead of 500.
+
+The suite's PostgreSQL is shared and must not be restarted: a few lines of asyncio stand in for
+one that is starting up, answering every session with that refusal, as PostgreSQL words it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from controller.db.engine import open_database
+from controller.db.outage import DATABASE_DOWN, DatabaseUnavailable, outage_cause
+
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+
+
+def refusal(sqlstate: str, message: str) -> bytes:
+    """A FATAL ErrorResponse of the PostgreSQL wire protocol."""
+    fields = [(b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message)]
+    body = b"".join(tag + value.encode() + b"\0" for tag, value in fields) + b"\0"
+    return b"E" + struct.pack("!I", len(body) + 4) + body
+
+
+async def starting_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        if await reader.readexactly(8) == SSL_REQUEST:
+            writer.write(b"N")  # no TLS; the startup message follows
+            length = struct.unpack("!I", await reader.readexactly(4))[0]
+            await reader.readexactly(length - 4)
+        writer.write(refusal("57P03", "the database system is starting up"))
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def restarting_server() -> AsyncIterator[str]:
+    server = await asyncio.start_server(starting_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/test?schema=t"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_starting_up_is_an_outage(restarting_server: str) -> None:
+    db = open_database(restarting_server)
+    try:
+        with pytest.raises(DATABASE_DOWN) as raised:
+            async with db.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await db.dispose()
+    assert isinstance(raised.value, DatabaseUnavailable)
+    assert outage_cause(raised.value).endswith("the database system is starting up")
