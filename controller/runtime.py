@@ -18,7 +18,7 @@ from pathlib import Path
 
 from controller.clock import Clock, SystemClock
 from controller.db.engine import open_database
-from controller.db.outage import DATABASE_DOWN, OutageNotice
+from controller.db.outage import OutageNotice, is_outage
 from controller.db.session import Database
 from controller.keys import KeyRing
 from controller.mqtt.bridge import MqttBridge
@@ -121,13 +121,13 @@ class Runtime:
             for name, job in jobs:
                 try:
                     await job()
-                except DATABASE_DOWN as exc:
+                except Exception as exc:
+                    if not is_outage(exc):
+                        log.exception("%s round failed", name)
+                        continue
                     outage.began(exc)
                     break  # the other jobs need the database too
-                except Exception:
-                    log.exception("%s round failed", name)
-                else:
-                    outage.ended()
+                outage.ended()
             rounds += 1
             await asyncio.sleep(interval)
 

@@ -1,7 +1,7 @@
 """Domain errors → HTTP: one JSON shape, ``{"error": {"code", "message", ...}}``, for every
 failure, with a stable machine code and a message for people.
 
-An unreachable database (:data:`controller.db.outage.DATABASE_DOWN`) is nobody's mistake and
+An unreachable database (:func:`controller.db.outage.is_outage`) is nobody's mistake and
 passes: it answers ``503 database_unavailable`` with a ``Retry-After``, so that a courier's
 handheld or an agent's app tries again instead of reporting a bug, and is logged as one line.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from controller.db.outage import DATABASE_DOWN, outage_cause
+from controller.db.outage import is_outage, outage_cause
 from controller.domain.errors import (
     Conflict,
     DomainError,
@@ -117,11 +118,28 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", "something went wrong on our side"), 500)
 
 
+async def _database_or_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The exception types an outage comes as: 503 if it is one, else a 500 like any bug."""
+    if is_outage(exc):
+        return await _database_unavailable(request, exc)
+    return await _unexpected(request, exc)
+
+
+OUTAGE_TYPES: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.DBAPIError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+"""What :func:`~controller.db.outage.is_outage` may say yes to; handled here rather than by
+the catch-all, which Starlette re-raises after answering."""
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(IllegalTransition, _illegal_transition)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for unreachable in DATABASE_DOWN:
-        app.add_exception_handler(unreachable, _database_unavailable)
+    for kind in OUTAGE_TYPES:
+        app.add_exception_handler(kind, _database_or_unexpected)
     app.add_exception_handler(Exception, _unexpected)

@@ -16,6 +16,7 @@ types is the whole notion and an ``except DATABASE_DOWN`` catches them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 
@@ -39,6 +40,40 @@ SERVER_GOING_AWAY = ("57P01", "57P02", "57P03")
 cannot_connect_now. Class ``08`` (connection exceptions) counts too."""
 
 
+UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+        errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
+    }
+)  # fmt: skip
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached just now, for callers that must
+    not mistake a bug for an outage (the API's 503, the background loops' one-line notice).
+
+    Narrower than :data:`DATABASE_DOWN`, which the ingest uses to retry a batch (harmless if
+    it retries a bug): a lost or refused connection, a connect that timed out, a server
+    shutting down or starting up, a connection pool's own interface error, or SQLite's
+    "database is locked" after its busy timeout. Not a SQL error, a missing table or a file
+    the process cannot open.
+    """
+    if isinstance(exc, DatabaseUnavailable | sqlalchemy.exc.InterfaceError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        if sqlstate.startswith("08") or sqlstate in SERVER_GOING_AWAY:
+            return True
+        return isinstance(exc, sqlalchemy.exc.OperationalError) and "database is locked" in str(
+            exc.orig
+        )
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in UNREACHABLE_ERRNOS
+
+
 class DatabaseUnavailable(sqlalchemy.exc.OperationalError):
     """The connection to the database was lost or refused by the server (reported by the
     driver as a generic database error)."""
@@ -47,7 +82,7 @@ class DatabaseUnavailable(sqlalchemy.exc.OperationalError):
 def _lost_connection(context: ExceptionContext) -> BaseException | None:
     error = context.sqlalchemy_exception
     if context.is_pre_ping or not isinstance(error, sqlalchemy.exc.DBAPIError):
-        return None  # the pool reconnects by itself; or not a driver's error at all
+        return None  # a pool's own ping (it reconnects by itself); or not a driver's error
     if error.orig is None:
         return None
     if isinstance(error, DATABASE_DOWN):

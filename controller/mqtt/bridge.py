@@ -13,8 +13,9 @@ Inside each connection these tasks run:
   most ``ingest_batch_wait_ms`` for more after the first), stores and applies them in one
   transaction, and only after the commit publishes the acks. Lanes lock disjoint locker rows
   and store side by side, one waiting for the database while another runs;
-* **dispatch**: whenever woken (a service created commands) or once a second, leases the due
-  commands, publishes them, and records that they were sent.
+* **dispatch**: whenever woken (a transaction left commands pending, or made a locker's
+  commands due again) or once a second, leases the due commands, publishes them, and records
+  that they were sent.
 
 aiomqtt does not reconnect by itself: :meth:`MqttBridge.run` loops with jittered exponential
 backoff (0.5 s doubling to 4 s, ``reconnect.MAX_BACKOFF_S``). The controller's presence is
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from controller.clock import to_ms
-from controller.db.outage import DATABASE_DOWN, OutageNotice
+from controller.db.outage import DATABASE_DOWN, OutageNotice, is_outage
 from controller.mqtt.inbox import Inbox, Lanes
 from controller.mqtt.reading import paho_client_of, read_in_bulk
 from controller.mqtt.reconnect import stay_connected
@@ -348,13 +349,12 @@ class MqttBridge:
             self._wake.clear()
             try:
                 due = await self.dispatcher.claim_due(CLAIM_LIMIT)
-            except DATABASE_DOWN as exc:
-                outage.began(exc)  # one warning for the whole outage, not one per round
+            except Exception as exc:
                 full = False
-                continue
-            except Exception:
-                log.exception("claiming due commands failed")
-                full = False
+                if is_outage(exc):
+                    outage.began(exc)  # one warning for the whole outage, not one per round
+                else:
+                    log.exception("claiming due commands failed")
                 continue
             outage.ended()
             full = len(due) == CLAIM_LIMIT

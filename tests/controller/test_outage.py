@@ -12,14 +12,17 @@ one that is starting up, answering every session with that refusal, as PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import errno
+import sqlite3
 import struct
 from collections.abc import AsyncIterator
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import text
 
 from controller.db.engine import open_database
-from controller.db.outage import DATABASE_DOWN, DatabaseUnavailable, outage_cause
+from controller.db.outage import DATABASE_DOWN, DatabaseUnavailable, is_outage, outage_cause
 
 SSL_REQUEST = struct.pack("!II", 8, 80877103)
 
@@ -64,3 +67,27 @@ async def test_a_server_starting_up_is_an_outage(restarting_server: str) -> None
         await db.dispose()
     assert isinstance(raised.value, DatabaseUnavailable)
     assert outage_cause(raised.value).endswith("the database system is starting up")
+
+
+def _operational(message: str) -> sqlalchemy.exc.OperationalError:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), True),
+        (TimeoutError(), True),
+        (OSError(errno.ECONNRESET, "reset by peer"), True),
+        (_operational("database is locked"), True),
+        (sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("connection is closed")), True),
+        # Bugs and local trouble are not outages: they answer 500 and keep their traceback.
+        (_operational("no such table: parcels"), False),
+        (_operational('near "SELEC": syntax error'), False),
+        (FileNotFoundError(errno.ENOENT, "sms-outbox.log"), False),
+        (PermissionError(errno.EACCES, "denied"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_only_an_unreachable_database_is_an_outage(error: BaseException, outage: bool) -> None:
+    assert is_outage(error) is outage
