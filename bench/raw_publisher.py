@@ -61,6 +61,8 @@ class RawPublisher:
         self.last_ack = 0.0
         self._cond = threading.Condition()
         self._packets: list[bytes] = []
+        self.closed = False
+        """The reader saw the connection end: nothing more will be acknowledged."""
         self._sock = socket.create_connection((host, port))
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.sendall(connect_packet(client_id))
@@ -81,6 +83,14 @@ class RawPublisher:
 
     def _read_acks(self) -> None:
         """Count PUBACKs (0x40 0x02 id id) in the stream; skip anything else whole."""
+        try:
+            self._count_acks()
+        finally:
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def _count_acks(self) -> None:
         buffer = b""
         while True:
             try:
@@ -132,8 +142,10 @@ class RawPublisher:
         sent = 0
         while sent < len(packets):
             with self._cond:
-                while sent - self.acked >= self.window:
+                while sent - self.acked >= self.window and not self.closed:
                     self._cond.wait(1.0)
+                if self.closed:
+                    raise ConnectionError(f"the broker closed the connection after {sent}")
                 room = self.window - (sent - self.acked)
             self._sock.sendall(b"".join(packets[sent : sent + room]))
             sent += min(room, len(packets) - sent)
@@ -142,7 +154,7 @@ class RawPublisher:
     def wait_acked(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self.acked < count and time.monotonic() < deadline:
+            while self.acked < count and time.monotonic() < deadline and not self.closed:
                 self._cond.wait(0.1)
             return self.acked >= count
 

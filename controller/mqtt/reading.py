@@ -22,6 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 CHUNK = 256 * 1024
 """Bytes asked of the socket at a time: a few hundred typical locker messages."""
+_INSTALLED = "_lockerfleet_bulk_reader"
 
 
 class BulkReader:
@@ -65,10 +66,15 @@ class BulkReader:
 
 
 def read_in_bulk(client: paho.Client, chunk: int = CHUNK) -> BulkReader:
-    """Give ``client`` a read buffer of ``chunk`` bytes (before or after it connects)."""
+    """Give ``client`` a read buffer of ``chunk`` bytes (before or after it connects). A
+    client that has one keeps it: two buffers stacked would work but read twice as much."""
+    installed = getattr(client, _INSTALLED, None)
+    if isinstance(installed, BulkReader):
+        return installed
     reader = BulkReader(client, chunk)
     client._sock_recv = reader.sock_recv  # type: ignore[method-assign]
     client.loop_read = reader.loop_read  # type: ignore[method-assign]
+    setattr(client, _INSTALLED, reader)
     return reader
 
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
 from sqlalchemy import func, select
 
 from controller.db.models import Compartment, DeviceMessage
 from controller.mqtt.inbox import Inbox, Lanes
+from controller.mqtt.reading import paho_client_of
 from controller.runtime import build_runtime
 from controller.testing.seed import seed_county
 from controller.testing.waiting import eventually
@@ -91,6 +93,17 @@ async def test_interleaved_lockers_through_four_lanes_keep_each_stream_whole_and
     assert bridge.lane_count() == expected_lanes
     try:
         await eventually(lambda: bridge.stats.connected, what="the bridge connected")
+        arrived_at: set[int] = set()  # the QoS the broker delivered the events at
+        inner = paho_client_of(bridge._client)
+        into_lanes = inner.on_message
+        assert into_lanes is not None
+
+        def spy(client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+            if message.topic.endswith("/event"):
+                arrived_at.add(message.qos)
+            into_lanes(client, userdata, message)
+
+        inner.on_message = spy
         async with aiomqtt.Client(
             mqtt_broker.host, mqtt_broker.port, username=mqtt_broker.username,
             password=mqtt_broker.password, identifier=f"fleet-{uuid.uuid4().hex[:8]}",
@@ -129,6 +142,7 @@ async def test_interleaved_lockers_through_four_lanes_keep_each_stream_whole_and
                     )
                 ).all()
             )
+        assert arrived_at == {stream_qos}, "published at QoS 1, delivered at the stream QoS"
         assert await stored() - before == LOCKERS * EVENTS, "every event stored exactly once"
         last = (EVENTS - 1) % 2 == 0
         assert last_state == dict.fromkeys(first, last), "each locker ends in its last event"
