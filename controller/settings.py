@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     stream_qos: Literal[0, 1] = 0
     """QoS at which the broker delivers the lockers' births, events and results to a replica.
     At 0 there is no PUBACK per message and no broker in-flight window (Mosquitto's
-    ``max_inflight_messages``) between the broker and the ingest. Nothing is lost either way:
-    lockers keep every message until the controller's own signed ack (ADR 0003)."""
+    ``max_inflight_messages``) between the broker and the ingest. Nothing is lost for good
+    either way: lockers keep every message until the controller's own signed ack (ADR 0003)."""
     ack_coalesce_ms: int = 1000
     """Under load, the acks of back-to-back batches are merged for at most this long."""
     code_lockout_attempts: int = 5

@@ -91,12 +91,17 @@ def _check_before_use(
 ) -> None:
     """Hand out only a live connection, without a round trip per checkout.
 
-    SQLAlchemy's ``pool_pre_ping`` costs every transaction two more round trips on asyncpg
-    (``BEGIN`` and ``ROLLBACK``): a tenth of the controller's statements on the deposit path.
+    SQLAlchemy's ``pool_pre_ping`` costs every transaction more round trips on asyncpg (a
+    ``BEGIN`` and a ``ROLLBACK`` around its ping): about a tenth of the controller's round trips
+    on the deposit path.
     A connection the server closed (a restart, ``pg_terminate_backend``) is already marked
     closed by asyncpg, which saw the socket end on the event loop; only one idle long enough
     for something silent in between (a firewall's idle timeout) is pinged. Raising
     ``DisconnectionError`` makes the pool replace the connection and try again.
+
+    Behind something that keeps the client side of a dead connection open (PgBouncer, a TCP
+    proxy), a connection used within the last 30 s is not checked: its first statement fails
+    once (an ingest retry, or a 503) and the pool is then renewed.
     """
     driver = record.driver_connection
     if driver is not None and driver.is_closed():

@@ -361,10 +361,7 @@ async def cancel_open(session: AsyncSession, parcel_id: int, at: datetime) -> No
 
 async def resend_now(session: AsyncSession, locker_ids: list[str], at: datetime) -> None:
     """Make every open command of these lockers due now (they have just come back online)."""
-    at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
-    if at_commit is not None and locker_ids:
-        at_commit.resent = True
-    await session.execute(
+    result = await session.execute(
         update(CommandRow)
         .where(
             CommandRow.locker_id.in_(locker_ids),
@@ -372,4 +369,8 @@ async def resend_now(session: AsyncSession, locker_ids: list[str], at: datetime)
             CommandRow.expires_at > at,
         )
         .values(next_attempt_at=at, lease_until=None, lease_owner=None)
+        .execution_options(synchronize_session=False)
     )
+    at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
+    if at_commit is not None and getattr(result, "rowcount", 0):
+        at_commit.resent = True

@@ -79,3 +79,24 @@ async def test_only_a_connection_idle_past_the_limit_is_pinged(
         assert pings == [None], "one idle past the limit is pinged once before use"
     finally:
         await db.dispose()
+
+
+async def test_a_connection_whose_ping_fails_is_replaced_before_use(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a line gone silent while idle looks like: the ping fails, the pool opens a new
+    connection, and the transaction runs on it."""
+    db = open_database(pg_url)
+
+    def failing_ping(dbapi_connection: object) -> None:
+        raise OSError("no answer")
+
+    try:
+        (before,) = await backend_pids(db, 1)
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)
+        monkeypatch.setattr(engine_module, "_ping", failing_ping)
+        await asyncio.sleep(0.01)
+        (after,) = await backend_pids(db, 1)
+        assert after != before, "a new server process: the silent connection was dropped"
+    finally:
+        await db.dispose()

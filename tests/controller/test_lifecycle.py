@@ -401,6 +401,14 @@ async def test_the_dispatcher_is_woken_for_commands_left_to_it_and_for_a_locker_
     await locker.send(locker.presence(PresenceState.OFFLINE))
     report = await locker.send(locker.presence(PresenceState.ONLINE))
     assert report.at_commit.resent and report.at_commit.dispatcher_needed()
+    # With nothing open for the locker, coming back leaves the dispatcher asleep.
+    async with runtime.db.sessions.begin() as session:
+        row = await session.get(Command, started.command_id)
+        assert row is not None
+        row.state = "cancelled"
+    await locker.send(locker.presence(PresenceState.OFFLINE))
+    report = await locker.send(locker.presence(PresenceState.ONLINE))
+    assert not report.at_commit.resent and not report.at_commit.dispatcher_needed()
 
 
 async def test_a_full_code_sync_a_birth_asks_for_is_published_at_the_batch_commit(
