@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.clock import to_ms
@@ -369,8 +369,7 @@ async def resend_now(session: AsyncSession, locker_ids: list[str], at: datetime)
             CommandRow.expires_at > at,
         )
         .values(next_attempt_at=at, lease_until=None, lease_owner=None)
-        .execution_options(synchronize_session=False)
     )
     at_commit: AtCommit | None = session.info.get(_AT_COMMIT)
-    if at_commit is not None and getattr(result, "rowcount", 0):
+    if at_commit is not None and isinstance(result, CursorResult) and result.rowcount > 0:
         at_commit.resent = True
