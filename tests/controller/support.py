@@ -131,6 +131,20 @@ async def actor(runtime: Runtime, seeded: Seeded, role: str) -> Actor:
     return found
 
 
+def deposit_body(
+    locker_id: str, tracking: str = "SF2000000001", **extra: object
+) -> dict[str, object]:
+    """A courier's deposit request as the API takes it (an S parcel, consent given in person)."""
+    return {
+        "tracking_number": tracking,
+        "locker_id": locker_id,
+        "size": "S",
+        "recipient_phone": "13900000001",
+        "consent_method": "in_person",
+        **extra,
+    }
+
+
 def auth(seeded: Seeded, role: str) -> dict[str, str]:
     """The Authorization header of the seeded user ``role``."""
     return {"Authorization": f"Bearer {seeded.tokens[role]}"}

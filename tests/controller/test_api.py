@@ -15,7 +15,7 @@ from controller.db.models import Command, Parcel
 from controller.runtime import Runtime
 from controller.testing.http import serve_http
 from controller.testing.seed import DEFAULT_LAYOUT, Seeded
-from tests.controller.support import LAYOUT, ScriptedLocker, auth
+from tests.controller.support import LAYOUT, ScriptedLocker, auth, deposit_body
 
 
 @pytest.fixture
@@ -27,19 +27,6 @@ async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 async def count(runtime: Runtime, model: type[Parcel] | type[Command]) -> int:
     async with runtime.db.reader() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def deposit_body(
-    locker_id: str, tracking: str = "SF2000000001", **extra: object
-) -> dict[str, object]:
-    return {
-        "tracking_number": tracking,
-        "locker_id": locker_id,
-        "size": "S",
-        "recipient_phone": "13900000001",
-        "consent_method": "in_person",
-        **extra,
-    }
 
 
 async def test_health_and_docs(api: httpx.AsyncClient) -> None:

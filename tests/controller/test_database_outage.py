@@ -44,7 +44,13 @@ from protocol.messages import DoorClosed, RequestRebirth
 from protocol.topics import Channel
 from protocol.urls import BrokerAddress
 from tests.controller.conftest import controller_settings
-from tests.controller.support import LAYOUT, RecordingSender, ScriptedLocker, auth
+from tests.controller.support import (
+    LAYOUT,
+    RecordingSender,
+    ScriptedLocker,
+    auth,
+    deposit_body,
+)
 from tests.dbproxy import DatabaseProxy
 
 pytestmark = [pytest.mark.mqtt]
@@ -276,16 +282,6 @@ async def test_a_lone_event_whose_session_is_terminated_is_stored_and_acknowledg
 # --- the API ----------------------------------------------------------------------------------
 
 
-def deposit(locker_id: str, tracking: str) -> dict[str, object]:
-    return {
-        "tracking_number": tracking,
-        "locker_id": locker_id,
-        "size": "S",
-        "recipient_phone": "13900000001",
-        "consent_method": "in_person",
-    }
-
-
 def assert_unavailable(response: httpx.Response) -> None:
     """The answer while the database is away: retryable, and saying so to people."""
     assert response.status_code == 503, response.text
@@ -319,7 +315,7 @@ async def test_couriers_and_agents_are_told_to_retry_while_the_database_is_away(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "dbdown-1"}
-    body = deposit(fleet.locker_id, "SF3000000001")
+    body = deposit_body(fleet.locker_id, "SF3000000001")
     await fleet.proxy.cut()
 
     assert_unavailable(await fleet.api.post("/api/v1/deposits", json=body, headers=courier))
@@ -343,7 +339,7 @@ async def test_a_deposit_cut_off_half_way_leaves_nothing_reserved(
     fleet: Fleet, outage: str
 ) -> None:
     courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "dbdown-2"}
-    body = deposit(fleet.locker_id, "SF3000000002")
+    body = deposit_body(fleet.locker_id, "SF3000000002")
     async with fleet.lock_held("audit_log"):  # the deposit's last write, before its commit
         request = asyncio.create_task(
             fleet.api.post("/api/v1/deposits", json=body, headers=courier)

@@ -35,6 +35,11 @@ def publish_packet(topic: str, payload: bytes) -> bytes:
     return b"\x30" + bytes(length) + body
 
 
+def packets(payloads: list[bytes], topic: str = "lf/v1/locker/L1/event") -> bytes:
+    """The bytes a broker writes to deliver ``payloads`` on ``topic``, back to back."""
+    return b"".join(publish_packet(topic, p) for p in payloads)
+
+
 def payloads(count: int) -> list[bytes]:
     # Sizes from 0 to 300 bytes: lengths of one and two bytes, packets cut anywhere.
     return [f"{n:05d}".encode() + b"x" * (n * 37 % 300) for n in range(count)]
@@ -74,7 +79,7 @@ def test_everything_already_read_is_delivered_in_one_call(
     client, broker, received = wired
     read_in_bulk(client)
     sent = payloads(500)
-    broker.sendall(b"".join(publish_packet("lf/v1/locker/L1/event", p) for p in sent))
+    broker.sendall(packets(sent))
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
     # paho alone delivers one packet per call, and the socket would not wake us for the rest.
     assert received == sent
@@ -103,7 +108,7 @@ def test_a_client_gets_one_buffer_however_often_it_is_asked(
     first = read_in_bulk(client)
     assert read_in_bulk(client) is first
     sent = payloads(50)
-    broker.sendall(b"".join(publish_packet("lf/v1/locker/L1/event", p) for p in sent))
+    broker.sendall(packets(sent))
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert received == sent
 
@@ -138,7 +143,7 @@ def test_a_closed_connection_is_lost_after_what_came_before_it(
     client, broker, received = wired
     read_in_bulk(client)
     sent = payloads(3)
-    broker.sendall(b"".join(publish_packet("lf/v1/locker/L1/event", p) for p in sent))
+    broker.sendall(packets(sent))
     broker.shutdown(socket.SHUT_WR)
     assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
     assert received == sent
