@@ -68,7 +68,8 @@ def _add_mqtt(parser: argparse.ArgumentParser) -> None:
 
 async def _db_upgrade(args: argparse.Namespace) -> None:
     settings = _settings(args)
-    db = open_database(settings.database_url)
+    # No statement timeout: a migration may rightly run long on a big database.
+    db = open_database(settings.database_url, timeouts=None)
     try:
         before = await current_revision(db)
         await upgrade(db, args.revision)

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     share_group: str | None = "lockerfleet"
     """Shared-subscription group for replicas; empty or None to subscribe plainly."""
 
+    database_connect_timeout_s: float = Field(default=10.0, gt=0)
+    database_statement_timeout_s: float = Field(default=30.0, gt=0)
+    """A PostgreSQL statement (or BEGIN, COMMIT) unanswered this long: the database is taken
+    for unreachable (503 to the API, a retry for the ingest), the connection thrown away."""
+    database_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0)
+    """PostgreSQL ends a session of ours that holds a transaction open and silent this long
+    (a replica cut off mid-transaction), releasing its row locks for the other replicas."""
+
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 

@@ -4,6 +4,9 @@ Tests route the controller's database URL through it (:meth:`DatabaseProxy.url_f
 the database go away for real, the way a client sees it: :meth:`DatabaseProxy.cut` closes every
 proxied connection (a query in flight fails, the server rolls its transaction back) and closes
 the port, so new connections are refused; :meth:`DatabaseProxy.restore` opens the port again.
+:meth:`DatabaseProxy.stall` is the quieter failure of a network partition or a hung server:
+connections stay open and new ones are accepted, but not a byte goes through either way, nor a
+hang-up, until :meth:`DatabaseProxy.flow` (what was held back is then delivered).
 
 It listens on a port below the kernel's ephemeral range: while the line is cut, no outgoing
 connection of another process can take the port, so it can always be opened again.
@@ -44,6 +47,8 @@ class DatabaseProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @classmethod
     def for_url(cls, database_url: str) -> DatabaseProxy:
@@ -73,7 +78,8 @@ class DatabaseProxy:
         raise RuntimeError("no free port below the ephemeral range")
 
     async def cut(self) -> None:
-        """Close every proxied connection and the port: the database is gone."""
+        """Close every proxied connection and the port: the database is gone (a silent line
+        too: what it held back is dropped)."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -81,6 +87,7 @@ class DatabaseProxy:
         for writers in self._links.values():
             for writer in writers:
                 writer.close()  # both pipes of the link see the end, and the link ends
+        self._flowing.set()  # (held bytes go to closed connections: nowhere)
         if self._links:
             await asyncio.wait(list(self._links))
 
@@ -88,6 +95,14 @@ class DatabaseProxy:
         """Accept connections again, on the same port."""
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, LOOPBACK, self.port)
+
+    def stall(self) -> None:
+        """Hold every byte, both ways, on open and new connections: the database goes silent."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        """Let bytes through again, what was held back first."""
+        self._flowing.set()
 
     async def close(self) -> None:
         await self.cut()
@@ -106,6 +121,7 @@ class DatabaseProxy:
         writers = [writer]
         self._links[task] = writers
         try:
+            await self._flowing.wait()  # a silent server does not even greet a new client
             try:
                 up_reader, up_writer = await asyncio.open_connection(*self.upstream)
             except OSError:
@@ -127,9 +143,11 @@ class DatabaseProxy:
             for w in writers:
                 w.close()
 
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             while data := await source.read(CHUNK):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
+        # A side that hangs up while the line is silent is not heard either, until it flows.
+        await self._flowing.wait()

@@ -13,6 +13,7 @@ raises a connection lost mid-statement as :class:`~controller.db.outage.Database
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,8 +31,34 @@ class DatabaseUrlError(ValueError):
     """The database URL is not one lockerfleet can use."""
 
 
-def async_url(url: str) -> tuple[URL, dict[str, Any]]:
-    """Return the SQLAlchemy async URL for a user's URL, and extra connect arguments.
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a PostgreSQL database may stay silent before the controller calls it gone.
+
+    A database that goes away loudly (a refused connect, a closed socket) is noticed at once.
+    A silent one (a network partition, a hung server, packets dropped by a firewall) answers
+    nothing and closes nothing; without limits a request, an ingest batch or a connect would
+    wait for the kernel to give up on TCP, many minutes later.
+
+    * ``connect_s``: a new connection (TCP, TLS, authentication) must be ready within this.
+    * ``statement_s``: every statement, BEGIN and COMMIT must answer within this; then the
+      connection is thrown away (not returned to the pool) and the caller sees an outage
+      (:func:`~controller.db.outage.is_outage`): the API answers 503, the ingest keeps the
+      batch unacknowledged and retries.
+    * ``idle_in_transaction_s``: set on the server (``idle_in_transaction_session_timeout``):
+      a session that holds a transaction open and says nothing for this long is ended by
+      PostgreSQL. A replica cut off in the middle of a transaction holds row locks (a
+      locker's row, a compartment's); the other replicas wait on them only this long.
+    """
+
+    connect_s: float = 10.0
+    statement_s: float = 30.0
+    idle_in_transaction_s: float = 60.0
+
+
+def async_url(url: str, timeouts: Timeouts | None = None) -> tuple[URL, dict[str, Any]]:
+    """Return the SQLAlchemy async URL for a user's URL, and extra connect arguments
+    (``timeouts`` apply to PostgreSQL only; None: wait as long as the driver does).
 
     Raises :class:`DatabaseUrlError` with a message fit for the user.
     """
@@ -43,8 +70,16 @@ def async_url(url: str) -> tuple[URL, dict[str, Any]]:
     if scheme in ("postgresql", "postgres"):
         query = dict(parse_qsl(parts.query))
         schema = query.pop("schema", None)
+        server_settings: dict[str, str] = {}
         if schema:
-            connect_args["server_settings"] = {"search_path": schema}
+            server_settings["search_path"] = schema
+        if timeouts is not None:
+            connect_args["timeout"] = timeouts.connect_s
+            connect_args["command_timeout"] = timeouts.statement_s
+            idle_ms = round(timeouts.idle_in_transaction_s * 1000)
+            server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
+        if server_settings:
+            connect_args["server_settings"] = server_settings
         rebuilt = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))
         return make_url(rebuilt), connect_args
     raise DatabaseUrlError(
@@ -114,9 +149,11 @@ def _check_before_use(
             raise sqlalchemy.exc.DisconnectionError(f"ping failed: {exc}") from exc
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """Return an async engine for a user's database URL."""
-    sa_url, connect_args = async_url(url)
+def create_engine(
+    url: str, *, echo: bool = False, timeouts: Timeouts | None = Timeouts()
+) -> AsyncEngine:
+    """Return an async engine for a user's database URL (see :class:`Timeouts`)."""
+    sa_url, connect_args = async_url(url, timeouts)
     kwargs: dict[str, Any] = {"echo": echo, "connect_args": connect_args}
     if sa_url.get_backend_name() == "postgresql":
         kwargs.update(pool_size=10, max_overflow=10)
@@ -131,9 +168,14 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
-def open_database(url: str, *, echo: bool = False) -> Database:
-    """Return a :class:`Database` (engine + session factory) for a user's URL."""
-    engine = create_engine(url, echo=echo)
+def open_database(
+    url: str, *, echo: bool = False, timeouts: Timeouts | None = Timeouts()
+) -> Database:
+    """Return a :class:`Database` (engine + session factory) for a user's URL.
+
+    ``timeouts=None`` waits on a silent PostgreSQL as long as the driver does (schema
+    migrations, whose statements may rightly take long on a big database)."""
+    engine = create_engine(url, echo=echo, timeouts=timeouts)
     reading = engine.execution_options(**{READ_ONLY: True})
     return Database(
         engine,

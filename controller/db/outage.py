@@ -80,6 +80,8 @@ class DatabaseUnavailable(sqlalchemy.exc.OperationalError):
 
 
 def _lost_connection(context: ExceptionContext) -> BaseException | None:
+    if isinstance(context.original_exception, TimeoutError) and context.statement is not None:
+        return _silent(context)
     error = context.sqlalchemy_exception
     if context.is_pre_ping or not isinstance(error, sqlalchemy.exc.DBAPIError):
         return None  # a pool's own ping (it reconnects by itself); or not a driver's error
@@ -96,6 +98,23 @@ def _lost_connection(context: ExceptionContext) -> BaseException | None:
         error.orig,
         hide_parameters=error.hide_parameters,
         connection_invalidated=context.is_disconnect,
+    )
+
+
+def _silent(context: ExceptionContext) -> BaseException:
+    """A statement that got no answer in time (the driver's statement timeout, see
+    :class:`~controller.db.engine.Timeouts`): the connection is thrown away rather than
+    returned to the pool (a cancel may still be under way on it, or the line is dead), the
+    rest of the pool is kept (each connection finds out for itself), and the caller sees an
+    outage."""
+    context.is_disconnect = True
+    context.invalidate_pool_on_disconnect = False
+    return DatabaseUnavailable(
+        context.statement,
+        context.parameters,
+        TimeoutError("the database did not answer within the statement timeout"),
+        hide_parameters=context.engine.hide_parameters if context.engine else False,
+        connection_invalidated=True,
     )
 
 

@@ -1,9 +1,10 @@
 """The database goes away under a running controller, and comes back.
 
 The controller reaches PostgreSQL through a proxy (:mod:`tests.dbproxy`) that can cut the line
-(every connection closed, new ones refused) or through which the test finds the controller's
-own sessions to terminate them as a PostgreSQL restart does. Everything else is real: the
-broker, the bridge, the background loops, the HTTP API.
+(every connection closed, new ones refused), fall silent (nothing closed, nothing answered: a
+network partition), or through which the test finds the controller's own sessions to terminate
+them as a PostgreSQL restart does. Everything else is real: the broker, the bridge, the
+background loops, the HTTP API.
 
 What must still hold afterwards: nothing a locker sent is acknowledged before it is stored, and
 all of it is stored exactly once and acknowledged once the database is back; couriers and agents
@@ -128,8 +129,19 @@ class Fleet:
             yield
 
 
+@dataclass
+class FleetParts:
+    proxy: DatabaseProxy
+    direct: Database
+    migrated_url: str
+    topic_root: str
+    mqtt_broker: BrokerAddress
+    clock: ManualClock
+    sms: RecordingSender
+
+
 @pytest.fixture
-async def fleet(
+def parts(
     proxy: DatabaseProxy,
     direct: Database,
     migrated_url: str,
@@ -137,8 +149,37 @@ async def fleet(
     mqtt_broker: BrokerAddress,
     clock: ManualClock,
     sms: RecordingSender,
-) -> AsyncIterator[Fleet]:
-    settings = controller_settings(proxy.url_for(migrated_url), topic_root, mqtt_broker)
+) -> FleetParts:
+    return FleetParts(proxy, direct, migrated_url, topic_root, mqtt_broker, clock, sms)
+
+
+@pytest.fixture
+async def fleet(parts: FleetParts) -> AsyncIterator[Fleet]:
+    async with running_fleet(parts) as running:
+        yield running
+
+
+SILENCE = {
+    "database_connect_timeout_s": 2.0,
+    "database_statement_timeout_s": 2.0,
+    "database_idle_in_transaction_timeout_s": 1.0,
+}
+"""Short limits on a silent database, for the tests of one."""
+
+
+@pytest.fixture
+async def silent_fleet(parts: FleetParts) -> AsyncIterator[Fleet]:
+    """A fleet whose controller gives a silent database 2 s (1 s for an idle transaction)."""
+    async with running_fleet(parts, **SILENCE) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(parts: FleetParts, **overrides: float) -> AsyncIterator[Fleet]:
+    proxy, direct, clock, sms = parts.proxy, parts.direct, parts.clock, parts.sms
+    settings = controller_settings(
+        proxy.url_for(parts.migrated_url), parts.topic_root, parts.mqtt_broker
+    ).model_copy(update=overrides)
     runtime = build_runtime(settings, clock=clock, sender=sms)
     try:
         seeded = await seed_county(runtime, lockers=1, prefix=f"D{uuid.uuid4().hex[:6]}")
@@ -193,6 +234,12 @@ class Device:
 
 @pytest.fixture
 async def device(fleet: Fleet, mqtt_broker: BrokerAddress) -> AsyncIterator[Device]:
+    async with connected_device(fleet, mqtt_broker) as connected:
+        yield connected
+
+
+@contextlib.asynccontextmanager
+async def connected_device(fleet: Fleet, mqtt_broker: BrokerAddress) -> AsyncIterator[Device]:
     topics = fleet.runtime.ctx.topics
     key = fleet.runtime.ctx.keys.command_key(fleet.locker_id, 1)
     async with aiomqtt.Client(
@@ -416,3 +463,93 @@ async def test_housekeeping_and_the_dispatcher_carry_on_after_the_outage(
     assert logged(caplog, "lockerfleet.runtime", "database reachable again")
     assert logged(caplog, "lockerfleet.bridge", "database reachable again")
     assert all(not t.done() for t in fleet.runtime.tasks), "no background task died"
+
+
+# --- a silent database ------------------------------------------------------------------------
+# A network partition or a hung server closes nothing and answers nothing: without limits of its
+# own the controller would wait for TCP to give up, many minutes (the proxy, holding the
+# connections open, makes that for ever).
+
+
+async def test_couriers_get_a_503_not_a_hang_while_the_database_is_silent(
+    silent_fleet: Fleet,
+) -> None:
+    fleet = silent_fleet
+    courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "silent-1"}
+    body = deposit_body(fleet.locker_id, "SF3000000011")
+    fleet.proxy.stall()
+
+    # Within the 2 s statement timeout (and the time to throw the connection away), not never.
+    request = fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+    assert_unavailable(await asyncio.wait_for(request, 30))
+    # A connection opened now gets no greeting: the 2 s connect timeout.
+    ready = await asyncio.wait_for(fleet.api.get("/readyz"), 30)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("unreachable")
+
+    fleet.proxy.flow()  # what was held back arrives now, and must not have written anything
+    await nothing_written_for(fleet, "SF3000000011")
+    retried = await fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+    assert retried.status_code == 201, retried.text
+    assert len(await parcels_of(fleet, "SF3000000011")) == 1
+    assert (await fleet.api.get("/readyz")).status_code == 200
+
+
+async def test_a_replica_cut_off_mid_deposit_holds_the_locker_only_briefly(
+    silent_fleet: Fleet,
+) -> None:
+    """The deposit has locked the locker's row when its replica is cut off. The server, which
+    sees nothing wrong with the connection, must not keep the lock for every other replica
+    until TCP gives up: it ends the silent transaction (``idle_in_transaction_s``)."""
+    fleet = silent_fleet
+    courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "silent-2"}
+    body = deposit_body(fleet.locker_id, "SF3000000012")
+    async with fleet.lock_held("audit_log"):  # the deposit's last write, before its commit
+        request = asyncio.create_task(
+            fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+        )
+        stopped = await eventually(
+            lambda: fleet.backends(waiting_on_a_lock=True), what="the deposit half-way through"
+        )
+        fleet.proxy.stall()
+    # The deposit's last write is done on the server; its answer, and the rest, never come.
+    assert_unavailable(await asyncio.wait_for(request, 30))
+
+    # Another replica's deposit at this locker takes the locker's row lock in time.
+    async with fleet.direct.engine.begin() as other_replica:
+        locked = other_replica.execute(
+            text("SELECT id FROM lockers WHERE id = :id FOR UPDATE"), {"id": fleet.locker_id}
+        )
+        assert (await asyncio.wait_for(locked, 30)).scalar() == fleet.locker_id
+    await eventually(lambda: fleet.gone(stopped), what="the silent session ended by the server")
+
+    fleet.proxy.flow()
+    await nothing_written_for(fleet, "SF3000000012")
+    retried = await fleet.api.post("/api/v1/deposits", json=body, headers=courier)
+    assert retried.status_code == 201, retried.text
+    (parcel,) = await parcels_of(fleet, "SF3000000012")
+    assert parcel.state == "reserved" and parcel.compartment_id is not None
+
+
+async def test_events_sent_while_the_database_is_silent_are_acknowledged_only_once_stored(
+    silent_fleet: Fleet, mqtt_broker: BrokerAddress, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = silent_fleet
+    bridge = fleet.runtime.bridge
+    assert bridge is not None
+    async with connected_device(fleet, mqtt_broker) as device:
+        received = bridge.stats.received
+        fleet.proxy.stall()
+        seqs = await device.publish_events(10)
+        await eventually(lambda: bridge.stats.received >= received + 10, what="all received")
+        await eventually(
+            lambda: logged(caplog, "lockerfleet.bridge", "database unavailable"),
+            within=30,
+            what="the batch given up on after the statement timeout, to be retried",
+        )
+        assert device.acked.isdisjoint(seqs), "nothing is acknowledged while it is silent"
+
+        fleet.proxy.flow()
+        await eventually(lambda: device.acked >= set(seqs), within=60, what="all acknowledged")
+        assert await stored_seqs(fleet, seqs) == sorted(seqs), "each stored exactly once"
+        assert not logged(caplog, "lockerfleet.bridge", "could not be stored"), "none dropped"
