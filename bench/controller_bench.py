@@ -359,26 +359,27 @@ def deposit_fleet_main(specs: list[LockerSpec], port: int, root: str, conn: Conn
     conn.send("stopped")
 
 
-def couriers_main(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
+def couriers_main(base_urls: list[str], url: str, tokens: list[str], locker_ids: list[str],
                   scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
-    """Child process: the couriers (HTTP clients) and the watcher that sees parcels notified."""
-    asyncio.run(_couriers(base_url, url, tokens, locker_ids, scenarios, conn))
+    """Child process: the couriers (HTTP clients) and the watcher that sees parcels notified.
+    Courier n talks to replica n mod len(base_urls), as a load balancer would spread them."""
+    asyncio.run(_couriers(base_urls, url, tokens, locker_ids, scenarios, conn))
 
 
-async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list[str],
+async def _couriers(base_urls: list[str], url: str, tokens: list[str], locker_ids: list[str],
                     scenarios: list[Scenario], conn: Connection) -> None:  # fmt: skip
     poller = NotifiedWatcher(url)
     await poller.start()
     counter = iter(range(10**9))
     refused: dict[str, int] = {}
     async with httpx.AsyncClient(
-        base_url=base_url, timeout=30, limits=httpx.Limits(max_connections=2 * len(tokens))
+        timeout=30, limits=httpx.Limits(max_connections=2 * len(tokens))
     ) as api:
 
         async def courier(n: int, rounds: int, think: tuple[int, int],
                           samples: list[dict[str, Any]]) -> None:  # fmt: skip
             rng = random.Random(n * 7919 + len(samples))
-            for _ in range(rounds):
+            for round_no in range(rounds):
                 await asyncio.sleep(rng.randint(*think) / 1000)
                 while True:
                     number = next(counter)
@@ -391,7 +392,7 @@ async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list
                     }
                     t0 = time.time()
                     response = await api.post(
-                        "/api/v1/deposits",
+                        f"{base_urls[n % len(base_urls)]}/api/v1/deposits",
                         headers={"Authorization": f"Bearer {tokens[n]}"},
                         json=body,
                     )
@@ -409,6 +410,7 @@ async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list
                 samples.append(
                     {
                         "key": (body["locker_id"], parcel["compartment"]),
+                        "round": round_no,
                         "t0": t0,
                         "api": t_api,
                         "seen": seen,
@@ -418,6 +420,7 @@ async def _couriers(base_url: str, url: str, tokens: list[str], locker_ids: list
 
         warmup: list[dict[str, Any]] = []
         await asyncio.gather(*(courier(n, 1, (0, 500), warmup) for n in range(10)))
+        conn.send(("warmed up", 0.0, warmup))  # the counters start from here
         for name, count, rounds, think in scenarios:
             samples: list[dict[str, Any]] = []
             started = time.monotonic()
@@ -445,19 +448,50 @@ def deposit_figures(
     return out
 
 
-async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any]:
+def api_replica_main(kwargs: dict[str, Any], conn: Connection) -> None:
+    """Child process: a second controller replica serving the API too (as in
+    docker-compose.yml), for the deposit loads on two replicas."""
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    tune_gc()  # as `lockerfleet serve` does
+    asyncio.run(_api_replica(kwargs, conn))
+
+
+async def _api_replica(kwargs: dict[str, Any], conn: Connection) -> None:
+    runtime = build_runtime(make_settings(kwargs))
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        base_url = await stack.enter_async_context(serve_http(runtime, start=True))
+        bridge = runtime.bridge
+        assert bridge is not None
+        await wait_for(lambda: bridge.stats.connected, 30, "the second replica's bridge")
+        conn.send(base_url)
+        await asyncio.to_thread(conn.recv)
+        teardown = stack.pop_all()
+        await bounded(teardown.aclose(), "stopping the second replica's API")
+    await bounded(runtime.stop(), "stopping the second replica")
+    conn.send("stopped")
+
+
+async def bench_deposits(
+    base: str, quick: bool, profile: bool, replicas: int = 1
+) -> dict[str, Any]:
     """Four loads on one controller: one courier alone (where the time goes), 50 couriers
     pausing 5-15 s between deposits (a courier's own pace), the same pausing 1-3 s (stress),
     and 50 couriers back to back (saturation).
 
     The controller (runtime + HTTP API) runs in this process; the lockers and the couriers
-    (with the watcher) each run in a child process, as they would on other machines."""
+    (with the watcher) each run in a child process, as they would on other machines. With
+    ``replicas=2`` a second controller (runtime + HTTP API, same share group) runs in another
+    child process, the couriers are spread over both APIs, and the lone-courier load is left
+    out (it would exercise one replica only)."""
     install_task_dump()
     lockers, couriers = 200, 50
     scenarios: list[Scenario] = [
-        ("one_courier", 1, 10 if quick else 30, (0, 0)),
+        *([("one_courier", 1, 10 if quick else 30, (0, 0))] if replicas == 1 else []),
         # A courier's own pace at a locker bank: a deposit every 5-15 s each (~5/s in all).
         ("paced_50_5_15s", couriers, 2 if quick else 4, (5000, 15000)),
+        # Between the two: every 3-8 s each (~9/s).
+        ("paced_50_3_8s", couriers, 2 if quick else 5, (3000, 8000)),
         # A stress pace: every 1-3 s each (~17/s, far above a county's daily volume).
         ("paced_50", couriers, 3 if quick else 8, (1000, 3000)),
         ("back_to_back_50", couriers, 3 if quick else 8, (0, 0)),
@@ -469,7 +503,12 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
         "attendant": "zero human delays (Delays((0,0),(0,0),(0,0),(0,0)))",
         "notified_seen_by": "LISTEN for a trigger's NOTIFY, delivered when the update commits",
         "simulated_lock_actuation_ms": LOCK_ACTUATION_MS,
-        "processes": "controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + watcher",
+        "replicas": replicas,
+        "processes": (
+            "controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + watcher"
+            if replicas == 1
+            else "controller | controller | 200 lockers (MqttFleet) | 50 couriers (httpx) + watcher"
+        ),
     }
     async with pg_schema(base) as url:
         await install_notified_trigger(url)
@@ -482,25 +521,35 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
             specs = [locker_spec(c, DEFAULT_LAYOUT) for c in county.lockers.values()]
             check = open_database(url)
             fleet, fleet_conn = spawn(deposit_fleet_main, specs, broker.port, root)
+            second: tuple[SpawnProcess, Connection] | None = None
             stack = contextlib.AsyncExitStack()
             async with stack:
-                base_url = await stack.enter_async_context(serve_http(runtime, start=True))
+                base_urls = [await stack.enter_async_context(serve_http(runtime, start=True))]
                 teardown = stack.pop_all()
                 try:
+                    if replicas == 2:
+                        kwargs = settings_kwargs(url, broker.port, root, secret, "bench-2")
+                        second = spawn(api_replica_main, kwargs)
+                        base_urls.append(
+                            await asyncio.to_thread(expect, second[1], 60, "the second replica")
+                        )
                     await asyncio.to_thread(expect, fleet_conn, 60, "the fleet")
                     await wait_for(
                         lambda: _count_online(check, lockers), 60, "every locker online", 0.2
                     )
                     tokens = [county.tokens[f"c{n:03d}"] for n in range(couriers)]
                     load, load_conn = spawn(
-                        couriers_main, base_url, url, tokens, sorted(county.lockers), scenarios
+                        couriers_main, base_urls, url, tokens, sorted(county.lockers), scenarios
                     )
                     census = SqlCensus(runtime.db.engine)
                     counted = census.snapshot()
                     cpu_before, wall_before = time.process_time(), time.monotonic()
                     others = {"fleet": fleet.pid or 0, "couriers": load.pid or 0}
+                    if second is not None:
+                        others["second_replica"] = second[0].pid or 0
                     others_before = {k: process_cpu_s(p) for k, p in others.items()}
                     batches_before = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
+                    machine_before = machine_cpu()
                     profiler = cProfile.Profile() if profile else None
                     if profiler is not None:
                         profiler.enable()
@@ -511,6 +560,14 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                         if name == "done":
                             result["refusals"] = samples
                             break
+                        if name == "warmed up":  # not counted in the first load's figures
+                            counted = census.snapshot()
+                            cpu_before, wall_before = time.process_time(), time.monotonic()
+                            others_before = {k: process_cpu_s(p) for k, p in others.items()}
+                            machine_before = machine_cpu()
+                            if runtime.bridge is not None:
+                                batches_before = runtime.bridge.stats.batch_seconds
+                            continue
                         fleet_conn.send("released")
                         released = await asyncio.to_thread(expect, fleet_conn, 60, "the fleet")
                         figures = deposit_figures(samples, released)
@@ -523,27 +580,48 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                         }
                         for key in DEPOSIT_KEYS:
                             one[f"{key}_ms"] = percentiles(figures[key])
+                        # All 50 couriers start together: their first deposits arrive faster
+                        # than the pace that follows. The same figure without them:
+                        later = [
+                            v for v, x in zip(figures["total"], samples, strict=True) if x["round"]
+                        ]
+                        if one["couriers"] > 1 and later:
+                            one["total_ms_after_first_round"] = percentiles(later)
                         one["sql"] = census.since(counted, len(samples))
                         counted = census.snapshot()
                         # The controller's own CPU (API, bridge, background; this process
                         # holds nothing else busy) and the share of the time it was busy.
                         cpu, wall = time.process_time(), time.monotonic()
                         storing = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
-                        one["controller_cpu_ms_per_deposit"] = round(
-                            (cpu - cpu_before) * 1000 / max(1, len(samples)), 1
+                        one["ingest_storing_ms_per_deposit"] = round(
+                            (storing - batches_before) * 1000 / max(1, len(samples)), 1
                         )
                         one["controller_cpu_busy"] = round(
                             (cpu - cpu_before) / max(1e-9, wall - wall_before), 2
                         )
-                        one["ingest_storing_ms_per_deposit"] = round(
-                            (storing - batches_before) * 1000 / max(1, len(samples)), 1
-                        )
-                        for k, p in others.items():  # the lockers' and couriers' processes
+                        spent = cpu - cpu_before  # by every replica
+                        for k, p in others.items():  # the lockers', couriers', 2nd replica's
                             used = process_cpu_s(p)
                             one[f"{k}_cpu_busy"] = round(
                                 (used - others_before[k]) / max(1e-9, wall - wall_before), 2
                             )
+                            if k == "second_replica":
+                                spent += used - others_before[k]
                             others_before[k] = used
+                        one["controller_cpu_ms_per_deposit"] = round(
+                            spent * 1000 / max(1, len(samples)), 1
+                        )
+                        # The whole machine (PostgreSQL and Mosquitto included): its CPU per
+                        # deposit and how busy it was, out of os.cpu_count() CPUs.
+                        machine = machine_cpu()
+                        busy = machine[0] - machine_before[0]
+                        one["machine_cpu_ms_per_deposit"] = round(
+                            busy * 1000 / max(1, len(samples)), 1
+                        )
+                        one["machine_busy"] = round(
+                            busy / max(1e-9, machine[1] - machine_before[1]), 2
+                        )
+                        machine_before = machine
                         cpu_before, wall_before, batches_before = cpu, wall, storing
                         first = min((x["t0"] for x in samples), default=0.0)
                         one["samples"] = [  # when each started (s) and its times (ms)
@@ -569,6 +647,13 @@ async def bench_deposits(base: str, quick: bool, profile: bool) -> dict[str, Any
                     fleet.join(20)
                     if fleet.is_alive():
                         fleet.kill()
+                    if second is not None:
+                        second[1].send("stop")
+                        with contextlib.suppress(TimeoutError, EOFError):
+                            await asyncio.to_thread(expect, second[1], 60, "the second replica")
+                        second[0].join(10)
+                        if second[0].is_alive():
+                            second[0].kill()
                     await bounded(teardown.aclose(), "stopping the API")
             await bounded(runtime.stop(), "stopping the controller")
             await check.dispose()
@@ -591,15 +676,27 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
     def pair(key: str) -> str:
         return f"{d[key + '_ms']['p50']}/{d[key + '_ms']['p99']}"
 
+    if "second_replica_cpu_busy" in d:
+        busy = (
+            f"over both replicas (busy: first {d['controller_cpu_busy']:.0%}, second "
+            f"{d['second_replica_cpu_busy']:.0%}"
+        )
+        sql = "SQL per deposit in the first replica"
+    else:
+        busy, sql = f"({d['controller_cpu_busy']:.0%} busy", "SQL per deposit"
+    after = d.get("total_ms_after_first_round")
+    later = f" (after the first round {after['p50']}/{after['p99']})" if after else ""
     print(
         f"  {name}: {d['deposits']} deposits ({d['deposits_per_s']}/s); p50/p99 ms: "
-        f"total {pair('total')}; API answer {pair('api')}, command at the locker "
+        f"total {pair('total')}{later}; API answer {pair('api')}, command at the locker "
         f"{pair('command_at_locker')}, door events stored after release "
         f"{pair('stored_after_release')}; controller CPU {d['controller_cpu_ms_per_deposit']} "
-        f"ms per deposit ({d['controller_cpu_busy']:.0%} busy; lockers' process "
-        f"{d['fleet_cpu_busy']:.0%}, couriers' {d['couriers_cpu_busy']:.0%}); SQL per deposit: "
-        f"{d['sql']['statements_per_deposit']} statements, {d['sql']['commits_per_deposit']} "
-        f"commits; {d['sql']['connections_opened']} database connections opened",
+        f"ms per deposit {busy}; lockers' process {d['fleet_cpu_busy']:.0%}, couriers' "
+        f"{d['couriers_cpu_busy']:.0%}); {sql}: {d['sql']['statements_per_deposit']} "
+        f"statements, {d['sql']['commits_per_deposit']} commits; "
+        f"{d['sql']['connections_opened']} database connections opened; the machine "
+        f"{d['machine_busy']:.0%} busy, {d['machine_cpu_ms_per_deposit']} ms CPU per deposit "
+        f"in all",
         flush=True,
     )
 
@@ -1364,6 +1461,10 @@ def main(argv: list[str] | None = None) -> int:
     if "deposit" in which:
         print("deposit round trip ...", flush=True)
         report["deposit"] = asyncio.run(bench_deposits(args.database_url, args.quick, args.profile))
+        print("deposit round trip, two replicas ...", flush=True)
+        report["deposit_two_replicas"] = asyncio.run(
+            bench_deposits(args.database_url, args.quick, False, replicas=2)
+        )
     if "ingest" in which:
         print("event ingest ...", flush=True)
         report["ingest"] = asyncio.run(bench_ingest(args.database_url, args.quick, args.profile))
