@@ -127,6 +127,7 @@ async def _database_or_unexpected(request: Request, exc: Exception) -> JSONRespo
 
 OUTAGE_TYPES: tuple[type[Exception], ...] = (
     sqlalchemy.exc.DBAPIError,
+    sqlalchemy.exc.TimeoutError,
     ConnectionError,
     TimeoutError,
     OSError,

@@ -28,12 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 DATABASE_DOWN: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
     ConnectionError,
     OSError,
 )
 """Failures that mean the database is unreachable, not that a message or request is bad.
 ``OSError`` (and ``TimeoutError``, one of them) is what a refused or timed-out connect raises:
-the driver's socket errors are not wrapped by SQLAlchemy."""
+the driver's socket errors are not wrapped by SQLAlchemy. ``sqlalchemy.exc.TimeoutError`` is
+the pool's: every connection busy for its whole wait (a database too slow or silent)."""
 
 SERVER_GOING_AWAY = ("57P01", "57P02", "57P03")
 """SQLSTATEs of a server shutting down or starting up: admin_shutdown, crash_shutdown,
@@ -54,11 +56,13 @@ def is_outage(exc: BaseException) -> bool:
 
     Narrower than :data:`DATABASE_DOWN`, which the ingest uses to retry a batch (harmless if
     it retries a bug): a lost or refused connection, a connect that timed out, a server
-    shutting down or starting up, a connection pool's own interface error, or SQLite's
-    "database is locked" after its busy timeout. Not a SQL error, a missing table or a file
-    the process cannot open.
+    shutting down or starting up, a connection pool's own interface error, no connection free
+    in the pool for its whole wait, or SQLite's "database is locked" after its busy timeout.
+    Not a SQL error, a missing table or a file the process cannot open.
     """
-    if isinstance(exc, DatabaseUnavailable | sqlalchemy.exc.InterfaceError):
+    if isinstance(
+        exc, DatabaseUnavailable | sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError
+    ):
         return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         if exc.connection_invalidated:

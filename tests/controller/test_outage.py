@@ -81,6 +81,8 @@ def _operational(message: str) -> sqlalchemy.exc.OperationalError:
         (OSError(errno.ECONNRESET, "reset by peer"), True),
         (_operational("database is locked"), True),
         (sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("connection is closed")), True),
+        # The pool's own: every connection busy (stuck on a silent database) for its whole wait.
+        (sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached"), True),
         # Bugs and local trouble are not outages: they answer 500 and keep their traceback.
         (_operational("no such table: parcels"), False),
         (_operational('near "SELEC": syntax error'), False),
