@@ -47,7 +47,8 @@ TIMERS_PER_TURN = 5_000
 
 
 class LoopClient(mqtt.Client):
-    """A paho client whose TCP connect does not ``bind()`` to port 0 first.
+    """A paho client whose TCP connect does not ``bind()`` to port 0 first, and whose socket
+    has Nagle's algorithm off.
 
     paho (2.x) always passes ``source_address=("", 0)`` to ``socket.create_connection``, which
     binds before connecting. Binding to port 0 makes the kernel search the whole ephemeral port
@@ -59,8 +60,14 @@ class LoopClient(mqtt.Client):
 
     def _create_socket_connection(self) -> socket.socket:
         if self._bind_address or self._bind_port or self._get_proxy():
-            return super()._create_socket_connection()
-        return socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+            sock = super()._create_socket_connection()
+        else:
+            sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        # Nagle's algorithm off: a PUBACK and the publishes after it (a command's result, the
+        # door's events) would otherwise wait up to 40 ms for the broker's delayed ACK.
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
 
 class NetLoop:

@@ -29,6 +29,8 @@ import aiomqtt
 
 from controller.clock import to_ms
 from controller.db.outage import DATABASE_DOWN
+from controller.mqtt.nodelay import client_sends_at_once
+from controller.mqtt.reading import paho_client_of
 from controller.mqtt.reconnect import stay_connected
 from controller.services.context import Context
 from controller.services.provisioning import (
@@ -135,6 +137,7 @@ class ProvisioningDesk:
             clean_session=True,
             keepalive=30,
         ) as client:
+            client_sends_at_once(paho_client_of(client))
             await client.subscribe(
                 shared + self.ctx.topics.all_provision_requests(), qos=PROVISIONING.qos
             )

@@ -5,6 +5,7 @@ The observer knows nothing of the simulator but the seed (for the keys) and the 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -174,3 +175,17 @@ def test_messages_on_topics_the_locker_did_not_subscribe_to_are_dropped(
         stats = fleet.stats()
         assert (stats.foreign_dropped, stats.received) == (1, 0)
         assert fleet.view(specs[0].locker_id).counters.get("received", 0) == 0
+
+
+def test_simulated_lockers_send_small_packets_at_once(
+    mqtt_broker: BrokerAddress, topic_root: str
+) -> None:
+    """Nagle's algorithm off: a PUBACK and the publishes after it are not held for the
+    broker's delayed ACK (up to 40 ms a time; see ``firmware_sim/netloop.py``)."""
+    specs = generate_fleet(3, 7, prefix="NODELAY-")
+    fleet = MqttFleet(specs, mqtt_broker, FleetOptions(topic_root=topic_root))
+    with fleet:
+        assert fleet.wait_connected(30)
+        sockets = [s.client.socket() for s in fleet.sessions.values()]
+        assert len(sockets) == 3 and all(isinstance(s, socket.socket) for s in sockets)
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)

@@ -1,0 +1,49 @@
+"""Nagle's algorithm is off on the controller's MQTT connections (``controller.mqtt.nodelay``),
+so a small packet that follows another is not held for the broker's delayed ACK. What that
+costs when it is on is measured by the deposit benchmark (docs/performance.md, round 5), not
+here. The simulated lockers' side: ``tests/firmware_sim/test_mqtt_fleet.py``."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from controller.mqtt.nodelay import send_at_once
+from controller.mqtt.reading import paho_client_of
+from controller.runtime import build_runtime
+from controller.testing.waiting import eventually
+from protocol.urls import BrokerAddress
+from tests.controller.conftest import controller_settings
+
+
+def nodelay(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_a_tcp_socket_is_set_and_anything_else_left_alone() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        assert not nodelay(tcp), "the kernel's default, which paho keeps"
+        send_at_once(tcp)
+        assert nodelay(tcp)
+    left, right = socket.socketpair()  # AF_UNIX: no such option
+    with left, right:
+        send_at_once(left)
+    send_at_once(None)  # a client that is not connected
+
+
+@pytest.mark.mqtt
+async def test_the_bridge_connection_sends_at_once(
+    migrated_url: str, topic_root: str, mqtt_broker: BrokerAddress
+) -> None:
+    runtime = build_runtime(controller_settings(migrated_url, topic_root, mqtt_broker))
+    await runtime.start()
+    try:
+        bridge = runtime.bridge
+        assert bridge is not None
+        await eventually(lambda: bridge.stats.connected, what="the bridge connected")
+        sock = paho_client_of(bridge._client).socket()
+        assert isinstance(sock, socket.socket) and sock.family == socket.AF_INET
+        assert nodelay(sock)
+    finally:
+        await runtime.stop()
