@@ -15,7 +15,8 @@ How each is measured (see ``docs/performance.md``, "Controller"):
   Per deposit: the time from the POST to the commit that makes the parcel ``notified``, as
   PostgreSQL announces it (a trigger's NOTIFY, added to the benchmark's own schema), split
   into API answer, lock released at the locker (a locker observer), and door events stored
-  and applied.
+  and applied. Then the same loads on two controllers (a second process with its own API,
+  one share group), the couriers spread over both (``--one-replica`` skips this).
 * **ingest**: pre-built, valid protocol ``Event`` messages from many registered locker ids,
   published at QoS 1 over four lean connections (:mod:`raw_publisher`) in a child process,
   into one controller replica in a child process, while a bare paho subscriber (another
