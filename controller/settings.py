@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controller.db.engine import Timeouts
 from controller.domain.alarms import version_key
 from protocol.topics import DEFAULT_ROOT
 from protocol.urls import parse_broker_url
@@ -38,13 +39,19 @@ class Settings(BaseSettings):
     share_group: str | None = "lockerfleet"
     """Shared-subscription group for replicas; empty or None to subscribe plainly."""
 
-    database_connect_timeout_s: float = Field(default=10.0, gt=0)
-    database_statement_timeout_s: float = Field(default=30.0, gt=0)
+    database_connect_timeout_s: float = Field(default=Timeouts.connect_s, ge=0)
+    """A new PostgreSQL connection not ready this long: the database is unreachable (0: the
+    driver's own 60 s). See :class:`controller.db.engine.Timeouts` for all three."""
+    database_statement_timeout_s: float = Field(default=Timeouts.statement_s, ge=0)
     """A PostgreSQL statement (or BEGIN, COMMIT) unanswered this long: the database is taken
-    for unreachable (503 to the API, a retry for the ingest), the connection thrown away."""
-    database_idle_in_transaction_timeout_s: float = Field(default=60.0, gt=0)
+    for unreachable (503 to the API, a retry for the ingest), the connection thrown away
+    (0: no limit)."""
+    database_idle_in_transaction_timeout_s: float = Field(
+        default=Timeouts.idle_in_transaction_s, ge=0
+    )
     """PostgreSQL ends a session of ours that holds a transaction open and silent this long
-    (a replica cut off mid-transaction), releasing its row locks for the other replicas."""
+    (a replica cut off mid-transaction), releasing its row locks for the other replicas (0:
+    not set, for PgBouncer without ``ignore_startup_parameters``)."""
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000

@@ -27,7 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_url(url: str) -> None:
-    engine = create_engine(url)
+    engine = create_engine(url, timeouts=None)  # a migration may rightly run long
     async with engine.begin() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

@@ -48,12 +48,17 @@ class Timeouts:
     * ``idle_in_transaction_s``: set on the server (``idle_in_transaction_session_timeout``):
       a session that holds a transaction open and says nothing for this long is ended by
       PostgreSQL. A replica cut off in the middle of a transaction holds row locks (a
-      locker's row, a compartment's); the other replicas wait on them only this long.
+      locker's row, a compartment's); the other replicas wait on them only this long, which
+      is shorter than their own statement timeout.
+
+    0 turns a limit off: the driver's own connect timeout (60 s), no statement timeout, and no
+    session setting sent (PgBouncer refuses startup parameters it does not know unless they
+    are in its ``ignore_startup_parameters``).
     """
 
     connect_s: float = 10.0
     statement_s: float = 30.0
-    idle_in_transaction_s: float = 60.0
+    idle_in_transaction_s: float = 20.0
 
 
 def async_url(url: str, timeouts: Timeouts | None = None) -> tuple[URL, dict[str, Any]]:
@@ -73,9 +78,11 @@ def async_url(url: str, timeouts: Timeouts | None = None) -> tuple[URL, dict[str
         server_settings: dict[str, str] = {}
         if schema:
             server_settings["search_path"] = schema
-        if timeouts is not None:
+        if timeouts is not None and timeouts.connect_s > 0:
             connect_args["timeout"] = timeouts.connect_s
+        if timeouts is not None and timeouts.statement_s > 0:
             connect_args["command_timeout"] = timeouts.statement_s
+        if timeouts is not None and timeouts.idle_in_transaction_s > 0:
             idle_ms = round(timeouts.idle_in_transaction_s * 1000)
             server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
         if server_settings:

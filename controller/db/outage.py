@@ -84,7 +84,11 @@ class DatabaseUnavailable(sqlalchemy.exc.OperationalError):
 
 
 def _lost_connection(context: ExceptionContext) -> BaseException | None:
-    if isinstance(context.original_exception, TimeoutError) and context.statement is not None:
+    if (
+        isinstance(context.original_exception, TimeoutError)
+        and context.connection is not None  # a statement, BEGIN, COMMIT or ROLLBACK; not a connect
+        and not context.is_pre_ping
+    ):
         return _silent(context)
     error = context.sqlalchemy_exception
     if context.is_pre_ping or not isinstance(error, sqlalchemy.exc.DBAPIError):

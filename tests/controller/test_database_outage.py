@@ -23,16 +23,18 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiomqtt
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 
 from controller.api.app import create_app
 from controller.clock import ManualClock
-from controller.db.engine import open_database
-from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel
+from controller.db.engine import Timeouts, open_database
+from controller.db.models import AuditEntry, Command, DeviceMessage, Parcel, Recipient
+from controller.db.outage import DatabaseUnavailable, is_outage
 from controller.db.session import Database
 from controller.runtime import Runtime, build_runtime
 from controller.services.ingest import GAP_GRACE
@@ -121,6 +123,21 @@ class Fleet:
         return bool(alive == 0)
 
     @contextlib.asynccontextmanager
+    async def phone_being_added(self, phone: str) -> AsyncIterator[None]:
+        """Another session adding a recipient with ``phone``, not yet committed: a deposit
+        for that phone waits for it while *executing* its own insert (after it has locked the
+        locker's row), and goes on when this one rolls back at the end of the block."""
+        async with self.direct.engine.connect() as connection:
+            transaction = await connection.begin()
+            await connection.execute(
+                insert(Recipient).values(phone=phone, created_at=datetime.now(UTC))
+            )
+            try:
+                yield
+            finally:
+                await transaction.rollback()
+
+    @contextlib.asynccontextmanager
     async def lock_held(self, table: str) -> AsyncIterator[None]:
         """Another session holding ``table`` so that the controller's writes to it wait: a
         transaction of the controller's, stopped half-way, for the outage to hit."""
@@ -161,15 +178,17 @@ async def fleet(parts: FleetParts) -> AsyncIterator[Fleet]:
 
 SILENCE = {
     "database_connect_timeout_s": 2.0,
-    "database_statement_timeout_s": 2.0,
-    "database_idle_in_transaction_timeout_s": 1.0,
+    "database_statement_timeout_s": 5.0,
+    "database_idle_in_transaction_timeout_s": 2.0,
 }
-"""Short limits on a silent database, for the tests of one."""
+"""Short limits on a silent database, for the tests of one (the statement's long enough for a
+slow machine to see a deposit stop half-way before it times out)."""
 
 
 @pytest.fixture
 async def silent_fleet(parts: FleetParts) -> AsyncIterator[Fleet]:
-    """A fleet whose controller gives a silent database 2 s (1 s for an idle transaction)."""
+    """A fleet whose controller gives a silent database 5 s a statement, 2 s a connect and
+    2 s an idle transaction."""
     async with running_fleet(parts, **SILENCE) as running:
         yield running
 
@@ -479,10 +498,10 @@ async def test_couriers_get_a_503_not_a_hang_while_the_database_is_silent(
     body = deposit_body(fleet.locker_id, "SF3000000011")
     fleet.proxy.stall()
 
-    # Within the 2 s statement timeout (and the time to throw the connection away), not never.
+    # Within the 5 s statement timeout (and the time to throw the connection away), not never.
     request = fleet.api.post("/api/v1/deposits", json=body, headers=courier)
     assert_unavailable(await asyncio.wait_for(request, 30))
-    # A connection opened now gets no greeting: the 2 s connect timeout.
+    # Another pooled connection, or a new one that gets no greeting: a timeout either way.
     ready = await asyncio.wait_for(fleet.api.get("/readyz"), 30)
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"].startswith("unreachable")
@@ -504,7 +523,10 @@ async def test_a_replica_cut_off_mid_deposit_holds_the_locker_only_briefly(
     fleet = silent_fleet
     courier = auth(fleet.seeded, "courier") | {"Idempotency-Key": "silent-2"}
     body = deposit_body(fleet.locker_id, "SF3000000012")
-    async with fleet.lock_held("audit_log"):  # the deposit's last write, before its commit
+    # Held up at a row, not a table: a wait while PostgreSQL parses a statement (a table lock)
+    # would leave the session "active", reading the rest of the client's message, which no
+    # idle-in-transaction limit covers (only TCP keepalives do, on a real partition).
+    async with fleet.phone_being_added(str(body["recipient_phone"])):
         request = asyncio.create_task(
             fleet.api.post("/api/v1/deposits", json=body, headers=courier)
         )
@@ -512,7 +534,7 @@ async def test_a_replica_cut_off_mid_deposit_holds_the_locker_only_briefly(
             lambda: fleet.backends(waiting_on_a_lock=True), what="the deposit half-way through"
         )
         fleet.proxy.stall()
-    # The deposit's last write is done on the server; its answer, and the rest, never come.
+    # The deposit's insert is done on the server; its answer, and the rest, never come.
     assert_unavailable(await asyncio.wait_for(request, 30))
 
     # Another replica's deposit at this locker takes the locker's row lock in time.
@@ -543,7 +565,7 @@ async def test_events_sent_while_the_database_is_silent_are_acknowledged_only_on
         seqs = await device.publish_events(10)
         await eventually(lambda: bridge.stats.received >= received + 10, what="all received")
         await eventually(
-            lambda: logged(caplog, "lockerfleet.bridge", "database unavailable"),
+            lambda: logged(caplog, "lockerfleet.bridge", "retrying a batch"),
             within=30,
             what="the batch given up on after the statement timeout, to be retried",
         )
@@ -553,3 +575,27 @@ async def test_events_sent_while_the_database_is_silent_are_acknowledged_only_on
         await eventually(lambda: device.acked >= set(seqs), within=60, what="all acknowledged")
         assert await stored_seqs(fleet, seqs) == sorted(seqs), "each stored exactly once"
         assert not logged(caplog, "lockerfleet.bridge", "could not be stored"), "none dropped"
+
+
+async def test_a_commit_left_unanswered_throws_its_connection_away(
+    proxy: DatabaseProxy, migrated_url: str
+) -> None:
+    """COMMIT is no statement to SQLAlchemy's error hook: its timeout must still count as an
+    outage and keep the connection (with a cancel perhaps still under way) out of the pool."""
+    db = open_database(proxy.url_for(migrated_url), timeouts=Timeouts(connect_s=2, statement_s=1))
+    try:
+        connection = await db.engine.connect()
+        transaction = await connection.begin()
+        before = await connection.scalar(text("SELECT pg_backend_pid()"))
+        proxy.stall()  # the COMMIT goes out and nothing comes back
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await transaction.commit()
+        await connection.close()
+        assert is_outage(raised.value)
+        proxy.flow()
+        async with db.engine.connect() as connection:
+            after = await connection.scalar(text("SELECT pg_backend_pid()"))
+        assert after != before, "a new connection, not the one whose COMMIT went unanswered"
+    finally:
+        proxy.flow()
+        await db.dispose()

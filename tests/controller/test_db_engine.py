@@ -36,6 +36,13 @@ def test_without_limits_the_driver_waits_as_it_always_did() -> None:
     }
 
 
+def test_a_limit_of_zero_is_off() -> None:
+    """For PgBouncer, which refuses startup parameters it does not know (unless told to ignore
+    them): no ``idle_in_transaction_session_timeout`` is sent."""
+    assert async_url("postgresql://lf@127.0.0.1/lf", Timeouts(0, 0, 0))[1] == {}
+    assert async_url("postgresql://lf@127.0.0.1/lf", Timeouts(5, 0, 0))[1] == {"timeout": 5}
+
+
 def test_sqlite_takes_none_of_them() -> None:
     """A file inside the process does not go silent over a network."""
     assert async_url("sqlite:///lf.db", Timeouts())[1] == {}
