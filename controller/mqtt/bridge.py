@@ -37,7 +37,7 @@ import aiomqtt
 from controller.clock import to_ms
 from controller.db.outage import DATABASE_DOWN, OutageNotice, is_outage
 from controller.mqtt.inbox import Inbox, Lanes
-from controller.mqtt.nodelay import client_sends_at_once
+from controller.mqtt.nodelay import client_tcp_nodelay
 from controller.mqtt.reading import paho_client_of, read_in_bulk
 from controller.mqtt.reconnect import stay_connected
 from controller.services.commands import CommandDispatcher, Outgoing
@@ -206,7 +206,7 @@ class MqttBridge:
             )
             lanes.attach(client)
             read_in_bulk(paho_client_of(client))
-            client_sends_at_once(paho_client_of(client))
+            client_tcp_nodelay(paho_client_of(client))
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )

@@ -29,7 +29,7 @@ import aiomqtt
 
 from controller.clock import to_ms
 from controller.db.outage import DATABASE_DOWN
-from controller.mqtt.nodelay import client_sends_at_once
+from controller.mqtt.nodelay import client_tcp_nodelay
 from controller.mqtt.reading import paho_client_of
 from controller.mqtt.reconnect import stay_connected
 from controller.services.context import Context
@@ -137,7 +137,7 @@ class ProvisioningDesk:
             clean_session=True,
             keepalive=30,
         ) as client:
-            client_sends_at_once(paho_client_of(client))
+            client_tcp_nodelay(paho_client_of(client))
             await client.subscribe(
                 shared + self.ctx.topics.all_provision_requests(), qos=PROVISIONING.qos
             )

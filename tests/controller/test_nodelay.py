@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from controller.mqtt.nodelay import send_at_once
+from controller.mqtt.nodelay import set_tcp_nodelay
 from controller.mqtt.reading import paho_client_of
 from controller.runtime import build_runtime
 from controller.testing.waiting import eventually
@@ -24,12 +24,12 @@ def nodelay(sock: socket.socket) -> bool:
 def test_a_tcp_socket_is_set_and_anything_else_left_alone() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         assert not nodelay(tcp), "the kernel's default, which paho keeps"
-        send_at_once(tcp)
+        set_tcp_nodelay(tcp)
         assert nodelay(tcp)
     left, right = socket.socketpair()  # AF_UNIX: no such option
     with left, right:
-        send_at_once(left)
-    send_at_once(None)  # a client that is not connected
+        set_tcp_nodelay(left)
+    set_tcp_nodelay(None)  # a client that is not connected
 
 
 @pytest.mark.mqtt
