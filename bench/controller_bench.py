@@ -421,14 +421,17 @@ async def _couriers(base_urls: list[str], url: str, tokens: list[str], locker_id
 
         warmup: list[dict[str, Any]] = []
         await asyncio.gather(*(courier(n, 1, (0, 500), warmup) for n in range(10)))
-        conn.send(("warmed up", 0.0, warmup))  # the counters start from here
+        conn.send(("warmed up", 0.0, warmup, {}))  # the counters start from here...
+        await asyncio.to_thread(conn.recv)  # ...once the controller has read them
         for name, count, rounds, think in scenarios:
             samples: list[dict[str, Any]] = []
             started = time.monotonic()
+            refused_before = dict(refused)
             await asyncio.gather(*(courier(n, rounds, think, samples) for n in range(count)))
-            conn.send((name, time.monotonic() - started, samples))
+            turned_away = {k: v - refused_before.get(k, 0) for k, v in refused.items()}
+            conn.send((name, time.monotonic() - started, samples, turned_away))
     await poller.stop()
-    conn.send(("done", 0.0, refused))
+    conn.send(("done", 0.0, refused, {}))
 
 
 def deposit_figures(
@@ -496,7 +499,8 @@ async def bench_deposits(
         # A stress pace: every 1-3 s each (~17/s, far above a county's daily volume).
         ("paced_50", couriers, 3 if quick else 8, (1000, 3000)),
         # Six rounds: nobody picks parcels up, and the 200 lockers' 1,800 compartments must
-        # last all five loads (about 1,100 deposits) without couriers turned away.
+        # last all five loads (about 1,100 deposits); the last ones turn some attempts away
+        # (``refused_attempts``).
         ("back_to_back_50", couriers, 3 if quick else 6, (0, 0)),
     ]
     secret = secrets.token_hex(32)
@@ -557,7 +561,7 @@ async def bench_deposits(
                     if profiler is not None:
                         profiler.enable()
                     while True:
-                        name, elapsed, samples = await asyncio.to_thread(
+                        name, elapsed, samples, turned_away = await asyncio.to_thread(
                             expect, load_conn, 900, "the couriers"
                         )
                         if name == "done":
@@ -570,6 +574,7 @@ async def bench_deposits(
                             machine_before = machine_cpu()
                             if runtime.bridge is not None:
                                 batches_before = runtime.bridge.stats.batch_seconds
+                            load_conn.send("go")
                             continue
                         fleet_conn.send("released")
                         released = await asyncio.to_thread(expect, fleet_conn, 60, "the fleet")
@@ -580,6 +585,9 @@ async def bench_deposits(
                             "deposits": len(samples),
                             "seconds": round(elapsed, 2),
                             "deposits_per_s": round(len(samples) / elapsed, 1),
+                            # Attempts refused (no free compartment at the locker chosen; the
+                            # courier tries another): in no latency, in the load's CPU and SQL.
+                            "refused_attempts": turned_away,
                         }
                         for key in DEPOSIT_KEYS:
                             one[f"{key}_ms"] = percentiles(figures[key])
@@ -590,18 +598,23 @@ async def bench_deposits(
                         ]
                         if one["couriers"] > 1 and later:
                             one["total_ms_after_first_round"] = percentiles(later)
-                        one["sql"] = census.since(counted, len(samples))
+                        # With two replicas: the first's statements only, over all deposits.
+                        one["sql" if replicas == 1 else "sql_first_replica"] = census.since(
+                            counted, len(samples)
+                        )
                         counted = census.snapshot()
                         # The controller's own CPU (API, bridge, background; this process
                         # holds nothing else busy) and the share of the time it was busy.
                         cpu, wall = time.process_time(), time.monotonic()
                         storing = runtime.bridge.stats.batch_seconds if runtime.bridge else 0.0
-                        one["ingest_storing_ms_per_deposit"] = round(
+                        # With two replicas, these two are the first replica's only.
+                        prefix = "" if replicas == 1 else "first_replica_"
+                        one[f"{prefix}ingest_storing_ms_per_deposit"] = round(
                             (storing - batches_before) * 1000 / max(1, len(samples)), 1
                         )
-                        one["controller_cpu_busy"] = round(
-                            (cpu - cpu_before) / max(1e-9, wall - wall_before), 2
-                        )
+                        busy = (cpu - cpu_before) / max(1e-9, wall - wall_before)
+                        busy_key = f"{prefix}cpu_busy" if prefix else "controller_cpu_busy"
+                        one[busy_key] = round(busy, 2)
                         spent = cpu - cpu_before  # by every replica
                         for k, p in others.items():  # the lockers', couriers', 2nd replica's
                             used = process_cpu_s(p)
@@ -646,13 +659,15 @@ async def bench_deposits(
                             1,
                         )
                 finally:
-                    fleet_conn.send("stop")
+                    with contextlib.suppress(OSError):
+                        fleet_conn.send("stop")
                     fleet.join(20)
                     if fleet.is_alive():
                         fleet.kill()
                     if second is not None:
-                        second[1].send("stop")
-                        with contextlib.suppress(TimeoutError, EOFError):
+                        with contextlib.suppress(OSError):
+                            second[1].send("stop")
+                        with contextlib.suppress(TimeoutError, EOFError, OSError):
                             await asyncio.to_thread(expect, second[1], 60, "the second replica")
                         second[0].join(10)
                         if second[0].is_alive():
@@ -681,12 +696,13 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
 
     if "second_replica_cpu_busy" in d:
         busy = (
-            f"over both replicas (busy: first {d['controller_cpu_busy']:.0%}, second "
+            f"over both replicas (busy: first {d['first_replica_cpu_busy']:.0%}, second "
             f"{d['second_replica_cpu_busy']:.0%}"
         )
-        sql = "SQL per deposit in the first replica"
+        sql, census = "the first replica's SQL (about half) per deposit", d["sql_first_replica"]
     else:
-        busy, sql = f"({d['controller_cpu_busy']:.0%} busy", "SQL per deposit"
+        busy = f"({d['controller_cpu_busy']:.0%} busy"
+        sql, census = "SQL per deposit", d["sql"]
     after = d.get("total_ms_after_first_round")
     later = f" (after the first round {after['p50']}/{after['p99']})" if after else ""
     print(
@@ -695,9 +711,10 @@ def print_deposit(name: str, d: dict[str, Any]) -> None:
         f"{pair('command_at_locker')}, door events stored after release "
         f"{pair('stored_after_release')}; controller CPU {d['controller_cpu_ms_per_deposit']} "
         f"ms per deposit {busy}; lockers' process {d['fleet_cpu_busy']:.0%}, couriers' "
-        f"{d['couriers_cpu_busy']:.0%}); {sql}: {d['sql']['statements_per_deposit']} "
-        f"statements, {d['sql']['commits_per_deposit']} commits; "
-        f"{d['sql']['connections_opened']} database connections opened; the machine "
+        f"{d['couriers_cpu_busy']:.0%}); {sql}: {census['statements_per_deposit']} "
+        f"statements, {census['commits_per_deposit']} commits; "
+        f"{census['connections_opened']} database connections opened; "
+        f"{sum(d['refused_attempts'].values())} attempts refused; the machine "
         f"{d['machine_busy']:.0%} busy, {d['machine_cpu_ms_per_deposit']} ms CPU per deposit "
         f"in all",
         flush=True,
