@@ -5,6 +5,7 @@ here. The simulated lockers' side: ``tests/firmware_sim/test_mqtt_fleet.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -42,6 +43,10 @@ async def test_the_bridge_connection_sends_at_once(
         bridge = runtime.bridge
         assert bridge is not None
         await eventually(lambda: bridge.stats.connected, what="the bridge connected")
+        # The provisioning desk connects once the bridge is up: let it finish subscribing, so
+        # that the runtime is not stopped in the middle of its start.
+        assert runtime.provisioning is not None
+        await asyncio.wait_for(runtime.provisioning.subscribed.wait(), 20)
         sock = paho_client_of(bridge._client).socket()
         assert isinstance(sock, socket.socket) and sock.family == socket.AF_INET
         assert nodelay(sock)
