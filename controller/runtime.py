@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.clock import Clock, SystemClock
-from controller.db.engine import Timeouts, open_database
+from controller.db.engine import open_database
 from controller.db.outage import OutageNotice, is_outage
 from controller.db.session import Database
 from controller.keys import KeyRing
@@ -159,14 +159,6 @@ def sms_sender(settings: Settings) -> SmsSender:
     return LogSender()
 
 
-def database_timeouts(settings: Settings) -> Timeouts:
-    return Timeouts(
-        connect_s=settings.database_connect_timeout_s,
-        statement_s=settings.database_statement_timeout_s,
-        idle_in_transaction_s=settings.database_idle_in_transaction_timeout_s,
-    )
-
-
 def build_runtime(
     settings: Settings,
     *,
@@ -175,7 +167,7 @@ def build_runtime(
     database: Database | None = None,
 ) -> Runtime:
     """Build (but do not start) everything one controller replica needs."""
-    db = database or open_database(settings.database_url, timeouts=database_timeouts(settings))
+    db = database or open_database(settings.database_url, timeouts=settings.database_timeouts)
     ctx = Context(
         db=db,
         settings=settings,

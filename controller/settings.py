@@ -119,6 +119,15 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def database_timeouts(self) -> Timeouts:
+        """The three ``database_*_timeout_s`` limits, as ``open_database`` takes them."""
+        return Timeouts(
+            connect_s=self.database_connect_timeout_s,
+            statement_s=self.database_statement_timeout_s,
+            idle_in_transaction_s=self.database_idle_in_transaction_timeout_s,
+        )
+
+    @property
     def master_secret(self) -> bytes:
         """The secret every key and token hash derives from.
 

@@ -78,13 +78,14 @@ def async_url(url: str, timeouts: Timeouts | None = None) -> tuple[URL, dict[str
         server_settings: dict[str, str] = {}
         if schema:
             server_settings["search_path"] = schema
-        if timeouts is not None and timeouts.connect_s > 0:
-            connect_args["timeout"] = timeouts.connect_s
-        if timeouts is not None and timeouts.statement_s > 0:
-            connect_args["command_timeout"] = timeouts.statement_s
-        if timeouts is not None and timeouts.idle_in_transaction_s > 0:
-            idle_ms = round(timeouts.idle_in_transaction_s * 1000)
-            server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
+        if timeouts is not None:  # each limit at 0 is left out
+            if timeouts.connect_s > 0:
+                connect_args["timeout"] = timeouts.connect_s
+            if timeouts.statement_s > 0:
+                connect_args["command_timeout"] = timeouts.statement_s
+            if timeouts.idle_in_transaction_s > 0:
+                idle_ms = round(timeouts.idle_in_transaction_s * 1000)
+                server_settings["idle_in_transaction_session_timeout"] = str(idle_ms)
         if server_settings:
             connect_args["server_settings"] = server_settings
         rebuilt = urlunsplit(("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), ""))

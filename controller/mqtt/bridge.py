@@ -205,8 +205,9 @@ class MqttBridge:
                 self.ctx.topics.root,
             )
             lanes.attach(client)
-            read_in_bulk(paho_client_of(client))
-            client_tcp_nodelay(paho_client_of(client))
+            inner = paho_client_of(client)
+            read_in_bulk(inner)
+            client_tcp_nodelay(inner)
             await client.publish(
                 self.presence_topic, self._presence(PresenceState.ONLINE), qos=1, retain=True
             )
